@@ -1,0 +1,54 @@
+"""Echo server: every message comes back with its type.  The Autobahn testee
+and the benchmark target.
+
+    python examples/echo.py --port 9001 [--mode handler|with_websocket]
+"""
+
+import argparse
+
+from gevent import pywsgi
+
+import gws13
+
+LIMIT = 16 * 2 ** 20  # Autobahn's 9.* cases send messages of up to 16 MiB
+
+
+def handler_app(environ, start_response):
+    ws = environ.get("wsgi.websocket")
+    if ws is None:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"gws13 echo: connect with a WebSocket client\n"]
+    for message in ws:
+        ws.send(message)
+    return []
+
+
+def echo(ws):
+    while True:
+        data, kind = gws13.receive_message()
+        if kind in (None, "connection-close"):
+            return
+        gws13.send_message(data, kind)
+
+
+def egg_app(environ, start_response):
+    return gws13.with_websocket(environ, start_response, echo)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--mode", choices=("handler", "with_websocket"), default="handler")
+    args = parser.parse_args(argv)
+    gws13.parameters.max_message_size = LIMIT
+    gws13.parameters.max_frame_size = LIMIT
+    app = handler_app if args.mode == "handler" else egg_app
+    server = pywsgi.WSGIServer((args.host, args.port), app, handler_class=gws13.WebSocketHandler,
+                               log=None)
+    print(f"gws13 echo ({args.mode}) on ws://{args.host}:{args.port}/", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,604 @@
+"""The gevent connection layer: one :class:`WebSocket` per upgraded socket.
+
+Reading is event driven.  On a plain socket a libev I/O watcher runs the
+protocol in the hub as soon as bytes arrive, so pings are answered, pongs and
+close frames are processed and the idle timer is refreshed whether or not the
+application is calling ``receive``; complete messages wait in a bounded queue
+(when it is full the watcher stops and TCP backpressure does the rest).  A
+blocked ``receive`` is woken by a direct switch, so a message costs no more
+greenlet switches than a raw socket read.  TLS sockets keep decrypted bytes
+inside the SSL object, out of sight of an I/O watcher; there one small reader
+greenlet does the same work with blocking reads.
+
+Pings and the idle timeout share one libev timer per connection.  Sends are
+serialised by a lock so concurrent greenlets never interleave frames.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import struct
+import time
+import weakref
+from typing import Any, Dict, Iterator, Optional, Union
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.hub import Waiter, get_hub
+from gevent.lock import Semaphore
+
+from .exceptions import ConnectionClosed, ConnectionTimeout, WebSocketError
+from .protocol import Close, Message, Ping, Pong, Protocol
+
+__all__ = ["WebSocket", "PendingPing"]
+
+_PING = struct.Struct("!Q")
+_BIG = 1 << 14  # payloads at least this big are written without joining them to the header
+_buffers: "weakref.WeakKeyDictionary[Any, bytearray]" = weakref.WeakKeyDictionary()
+
+
+def _read_buffer(hub) -> memoryview:
+    # Hub callbacks never overlap and the protocol copies what it keeps, so all
+    # plain-socket connections of one hub share one receive buffer.
+    buf = _buffers.get(hub)
+    if buf is None:
+        buf = _buffers[hub] = bytearray(1 << 16)
+    return memoryview(buf)
+
+
+class _Closed:
+    """Queue sentinel: the connection ended; ``payload`` is the peer's close body."""
+
+    __slots__ = ("payload", "reported")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.reported = False
+
+
+class PendingPing:
+    """Returned by :meth:`WebSocket.ping`; :meth:`wait` gives the round trip."""
+
+    __slots__ = ("payload", "sent", "_result")
+
+    def __init__(self, payload: bytes, sent: float) -> None:
+        self.payload = payload
+        self.sent = sent
+        self._result = AsyncResult()
+
+    def wait(self, timeout: Optional[float] = None) -> float:
+        """Round-trip time in seconds.  Raises TimeoutError, or ConnectionClosed
+        if the connection ended before the pong came."""
+        try:
+            return self._result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise TimeoutError("no pong within %s s" % timeout) from None
+
+    @property
+    def done(self) -> bool:
+        return self._result.ready()
+
+
+class WebSocket:
+    """An open WebSocket connection (server or client side).
+
+    Blocking calls cooperate with gevent.  ``receive`` returns ``str`` for
+    text, ``bytes`` for binary and ``None`` once the connection is closed;
+    ``send`` is safe to call from many greenlets at once.
+    """
+
+    def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
+                 client: bool = False, params: Optional[Dict[str, Any]] = None) -> None:
+        self.environ: dict = environ if environ is not None else {}
+        self.subprotocol: Optional[str] = None
+        self.extensions: Optional[str] = None
+        #: round trip of the last ping answered, in seconds (None before the first)
+        self.latency: Optional[float] = None
+        self.failure: Optional[WebSocketError] = None
+        self._sock = sock
+        self._client = client
+        self._params = params
+        self._proto: Optional[Protocol] = None
+        # set by integrations for sockets that are not upgraded yet (lazy accept)
+        self._acceptor: Any = None
+        self._queue: collections.deque = collections.deque()
+        self._waiters: list = []
+        self._send_lock = Semaphore()
+        self._done = Event()
+        self._pings: "collections.OrderedDict[bytes, PendingPing]" = collections.OrderedDict()
+        self._ping_seq = 0
+        self._io: Any = None
+        self._reader: Any = None
+        self._resume: Optional[Event] = None
+        self._paused = False
+        self._timer: Any = None
+        self._dropped = False
+        # the close reply or failure close that waits for the application to take
+        # the messages that arrived before it (see _defer)
+        self._deferred: Any = None
+        self._grace: Any = None
+
+    # -- set-up ----------------------------------------------------------------
+    def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
+               pending: bytes = b"") -> None:
+        """Begin I/O on an upgraded socket.  ``pending`` holds bytes already read
+        past the handshake."""
+        self._sock = sock
+        self._proto = protocol
+        self._params = params
+        self._max_queue = params["max_queue"]
+        self._drop_pings = params["drop_incoming_pings"]
+        hub = self._hub = get_hub()
+        self._loop = hub.loop
+        self._last_seen = self._last_ping = self._loop.now()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # not TCP (a socketpair in tests, a Unix socket)
+        raw = getattr(sock, "_sock", None)
+        if raw is not None and not hasattr(sock, "_sslobj"):
+            self._raw = raw
+            self._rbuf = _read_buffer(hub)
+            self._io = self._loop.io(sock.fileno(), 1)
+            self._io.start(self._on_readable)
+        else:
+            self._raw = None
+            self._resume = Event()
+            self._resume.set()
+            self._reader = gevent.spawn(self._read_loop)
+        self._arm_timer()
+        if pending:
+            self._data_received(pending)
+
+    @property
+    def _accepted(self) -> bool:
+        return self._proto is not None
+
+    def _ensure(self) -> Protocol:
+        proto = self._proto
+        if proto is None:
+            if self._acceptor is None:
+                raise ConnectionClosed(1006, "not connected")
+            self._acceptor(self, None)
+            proto = self._proto
+        return proto
+
+    # -- public API ------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once a close frame went either way or the connection dropped."""
+        proto = self._proto
+        return self._dropped or (proto is not None and (proto.close_sent or proto.close_received or proto.eof))
+
+    @property
+    def close_code(self) -> Optional[int]:
+        return self._proto.close_code if self._proto is not None else None
+
+    @property
+    def close_reason(self) -> str:
+        return self._proto.close_reason if self._proto is not None else ""
+
+    @property
+    def path(self) -> str:
+        env = self.environ
+        path = env.get("PATH_INFO", "")
+        return env.get("SCRIPT_NAME", "") + path if "SCRIPT_NAME" in env else path
+
+    @property
+    def origin(self) -> str:
+        return self.environ.get("HTTP_ORIGIN", "")
+
+    def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
+        """Next message: ``str`` (text) or ``bytes`` (binary); ``None`` once closed.
+
+        Raises TimeoutError when ``timeout`` seconds pass without a message."""
+        item = self._next(timeout)
+        return None if item.__class__ is _Closed else item
+
+    def _next(self, timeout: Optional[float]):
+        self._ensure()
+        queue = self._queue
+        if self._deferred is not None and queue and queue[0].__class__ is _Closed:
+            self._run_deferred()
+        while not queue:
+            waiter = Waiter()
+            self._waiters.append(waiter)
+            timer = gevent.Timeout._start_new_or_dummy(timeout)
+            try:
+                waiter.get()
+            except gevent.Timeout as exc:
+                if exc is not timer:
+                    raise
+                raise TimeoutError("no message within %s s" % timeout) from None
+            finally:
+                timer.cancel()
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+        item = queue[0]
+        if item.__class__ is not _Closed:  # the close sentinel stays for every later call
+            queue.popleft()
+            if self._paused and len(queue) < self._max_queue:
+                self._unpause()
+        return item
+
+    def __iter__(self) -> Iterator[Union[str, bytes]]:
+        while True:
+            message = self.receive()
+            if message is None:
+                return
+            yield message
+
+    def send(self, data: Union[str, bytes, bytearray, memoryview], binary: Optional[bool] = None,
+             compress: Optional[bool] = None) -> None:
+        """Send one message: ``str`` as text, bytes-like as binary (``binary``
+        forces the type; ``compress=False`` skips permessage-deflate).
+
+        Raises ConnectionClosed once the connection is closing or closed."""
+        pieces = self._ensure().send_message(data, binary, compress)
+        if len(pieces) == 2 and len(pieces[1]) < _BIG:
+            pieces = [pieces[0] + pieces[1]]
+        with self._send_lock:
+            self._write(pieces)
+
+    def _write(self, pieces) -> None:
+        # the caller holds the send lock
+        try:
+            for piece in pieces:
+                self._sock.sendall(piece)
+        except OSError:
+            self._lost()
+            raise ConnectionClosed(1006, "connection lost while sending") from None
+
+    def ping(self, data: bytes = b"") -> PendingPing:
+        """Send a ping; the returned object's ``wait(timeout)`` gives the round trip."""
+        proto = self._ensure()
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        data = bytes(data)
+        pending = PendingPing(data, time.perf_counter())
+        frame = proto.send_ping(data)
+        self._pings[data] = pending
+        with self._send_lock:
+            self._write([frame])
+        return pending
+
+    def pong(self, data: bytes = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        frame = self._ensure().send_pong(bytes(data))
+        with self._send_lock:
+            self._write([frame])
+
+    def close(self, code: Optional[int] = 1000, reason: str = "") -> None:
+        """Start (or answer) the closing handshake and close the TCP connection.
+
+        Waits at most ``close_timeout`` seconds for the peer's close frame (0:
+        does not wait).  Closing a closed connection does nothing."""
+        proto = self._proto
+        if proto is None:
+            return  # never upgraded: there is nothing to close
+        timeout = self._params["close_timeout"]
+        if not proto.close_sent and not proto.eof:
+            frame = proto.send_close(code, reason)
+            try:
+                with gevent.Timeout(timeout or None, False):
+                    with self._send_lock:
+                        self._write([frame])
+            except ConnectionClosed:
+                pass
+            if proto.close_received:
+                self._drop()  # that was our answer to the peer's close
+                return
+        if timeout:
+            # the peer's close frame, our own pending reply or an error's lingering
+            # close all end in _drop, which sets _done
+            self._done.wait(timeout)
+        self._drop()
+
+    def fail(self, error: WebSocketError) -> None:
+        """Close with ``error.code`` because of ``error`` (used by with_websocket)."""
+        if self.failure is None:
+            self.failure = error
+        self.close(error.code, error.reason[:100] if error.reason else "")
+
+    # -- reading ---------------------------------------------------------------
+    def _on_readable(self) -> None:
+        # runs in the hub: no blocking here
+        try:
+            n = self._raw.recv_into(self._rbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if n:
+            self._data_received(self._rbuf[:n])
+        else:
+            self._lost()
+
+    def _read_loop(self) -> None:
+        buf = bytearray(1 << 14)
+        view = memoryview(buf)
+        sock = self._sock
+        while not self._dropped:
+            if self._paused:
+                self._resume.wait()
+                continue
+            try:
+                n = sock.recv_into(buf)
+            except OSError:
+                n = 0
+            if not n:
+                self._lost()
+                return
+            self._data_received(view[:n])
+
+    def _data_received(self, data) -> None:
+        proto = self._proto
+        self._last_seen = self._loop.now()
+        events = proto.receive_data(data)
+        queue = self._queue
+        for event in events:
+            cls = event.__class__
+            if cls is Message:
+                queue.append(event.data)
+            elif cls is Ping:
+                if not self._drop_pings and not proto.close_sent:
+                    self._send_soon(proto.send_pong(event.payload))
+            elif cls is Pong:
+                self._on_pong(event.payload)
+            else:  # Close
+                self._on_close(event)
+        if proto.failure is not None:
+            self._on_failure(proto)
+        elif len(queue) >= self._max_queue and not self._paused and not proto.close_received:
+            self._pause()
+        self._wake()
+
+    def _on_pong(self, payload: bytes) -> None:
+        pings = self._pings
+        if payload not in pings:
+            return
+        now = time.perf_counter()
+        # a pong answers its ping and every ping sent before it (RFC 6455 5.5.3)
+        while pings:
+            key, pending = pings.popitem(last=False)
+            pending._result.set(now - pending.sent)
+            if key == payload:
+                self.latency = now - pending.sent
+                break
+
+    def _on_close(self, event: Close) -> None:
+        proto = self._proto
+        self._queue.append(_Closed(event.payload))
+        self._stop_reading()
+        if proto.close_sent:
+            self._done.set()  # our close was answered: close() drops the TCP connection
+        else:
+            # echo the peer's code (no reason), then the server closes TCP first
+            self._defer(self._reply_close)
+
+    def _reply_close(self) -> None:
+        # echo the peer's code (no reason); the server closes TCP first
+        proto = self._proto
+        if proto.close_sent or self._dropped:
+            return
+        code = proto.close_code
+        reply = proto.send_close(code if code != 1005 else None)
+        self._send_soon(reply, then=self._drop if not self._client else self._linger)
+
+    def _on_failure(self, proto: Protocol) -> None:
+        if self.failure is None:
+            self.failure = proto.failure
+        self._queue.append(_Closed(b""))
+        self._stop_reading()
+        self._defer(self._send_failure)
+
+    def _send_failure(self) -> None:
+        proto = self._proto
+        if proto.close_sent or self._dropped:
+            return
+        error = proto.failure
+        self._send_soon(proto.send_close(error.code, error.reason), then=self._linger)
+
+    def _defer(self, action) -> None:
+        """Run ``action`` (which ends the connection) once the application has
+        taken the messages queued before the end, so that its answers to them
+        still go out; at most 0.5 s later for an application that is not
+        reading."""
+        if len(self._queue) <= 1:
+            action()
+            return
+        self._deferred = action
+        self._grace = self._loop.timer(0.5)
+        self._grace.start(self._run_deferred)
+
+    def _run_deferred(self) -> None:
+        action, self._deferred = self._deferred, None
+        if self._grace is not None:
+            self._grace.stop()
+            self._grace.close()
+            self._grace = None
+        if action is not None:
+            action()
+
+    def _lost(self) -> None:
+        """The TCP connection ended or broke without a closing handshake."""
+        if self._proto is not None:
+            self._proto.receive_eof()
+        self._drop()
+
+    def _wake(self) -> None:
+        if not self._waiters:
+            return
+        waiters, self._waiters = self._waiters, []
+        if gevent.getcurrent() is self._hub:
+            for waiter in waiters:
+                waiter.switch(None)
+        else:
+            for waiter in waiters:
+                self._loop.run_callback(waiter.switch, None)
+
+    def _pause(self) -> None:
+        self._paused = True
+        if self._io is not None:
+            self._io.stop()
+        else:
+            self._resume.clear()
+
+    def _unpause(self) -> None:
+        self._paused = False
+        if self._dropped:
+            return
+        if self._io is not None:
+            self._io.start(self._on_readable)
+        else:
+            self._resume.set()
+
+    def _stop_reading(self) -> None:
+        if self._io is not None:
+            self._io.stop()
+
+    # -- writing from the hub --------------------------------------------------
+    def _send_soon(self, data: bytes, then=None) -> None:
+        """Write ``data`` without blocking the caller (which may be the hub),
+        then call ``then``.  Goes straight to the socket when it can."""
+        if not data:
+            if then is not None:
+                then()
+            return
+        if self._raw is not None and self._send_lock.acquire(blocking=False):
+            try:
+                sent = self._raw.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._send_lock.release()
+                self._lost()
+                return
+            if sent == len(data):
+                self._send_lock.release()
+                if then is not None:
+                    then()
+                return
+            gevent.spawn(self._finish_send, data[sent:], then, True)
+        else:
+            gevent.spawn(self._finish_send, data, then, False)
+
+    def _finish_send(self, data: bytes, then, locked: bool) -> None:
+        if not locked:
+            self._send_lock.acquire()
+        try:
+            with gevent.Timeout(self._params["close_timeout"] or None, False):
+                self._write([data])
+        except ConnectionClosed:
+            pass
+        finally:
+            self._send_lock.release()
+        if then is not None:
+            then()
+
+    # -- liveness --------------------------------------------------------------
+    def _arm_timer(self) -> None:
+        params = self._params
+        interval, idle = params["ping_interval"], params["connection_timeout"]
+        if self._dropped or not (interval or idle):
+            return
+        deadlines = []
+        if interval:
+            deadlines.append(self._last_ping + interval)
+        if idle:
+            deadlines.append(self._last_seen + idle)
+        delay = max(min(deadlines) - self._loop.now(), 0.001)
+        self._timer = self._loop.timer(delay)
+        self._timer.start(self._on_timer)
+
+    def _on_timer(self) -> None:
+        # runs in the hub
+        self._timer = None
+        proto = self._proto
+        if self._dropped or proto.close_sent or proto.close_received:
+            return
+        now = self._loop.now()
+        params = self._params
+        idle = params["connection_timeout"]
+        if self._paused:
+            self._last_seen = now  # we stopped reading, the peer is not idle
+        if idle and now - self._last_seen >= idle:
+            error = ConnectionTimeout("no frame from the peer for %s s" % idle)
+            self.failure = error
+            self._queue.append(_Closed(b""))
+            self._stop_reading()
+            self._send_soon(proto.send_close(error.code, "connection timeout"), then=self._linger)
+            self._wake()
+            return
+        interval = params["ping_interval"]
+        if interval and now - self._last_ping >= interval - 0.001:
+            self._last_ping = now
+            self._ping_seq += 1
+            payload = _PING.pack(self._ping_seq)
+            self._pings[payload] = PendingPing(payload, time.perf_counter())
+            self._send_soon(proto.send_ping(payload))
+        self._arm_timer()
+
+    # -- ending ----------------------------------------------------------------
+    def _linger(self) -> None:
+        """After our close frame for an error: half-close, let the peer finish
+        (bounded by close_timeout), then drop.  Avoids a reset that could
+        destroy the close frame before the peer reads it."""
+        if self._dropped:
+            return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop()
+            return
+        gevent.spawn(self._drain_then_drop)
+
+    def _drain_then_drop(self) -> None:
+        sock = self._sock
+        with gevent.Timeout(self._params["close_timeout"] or 0.001, False):
+            try:
+                while sock.recv(1 << 14):
+                    pass
+            except OSError:
+                pass
+        self._drop()
+
+    def _drop(self) -> None:
+        """Close the TCP connection and release every resource (idempotent)."""
+        if self._dropped:
+            return
+        self._dropped = True
+        if self._io is not None:
+            self._io.stop()
+            self._io.close()
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+            self._timer = None
+        if self._resume is not None:
+            self._resume.set()
+        proto = self._proto
+        if proto is not None and proto.close_code is None:
+            proto.close_code = 1006
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        closed = ConnectionClosed(self.close_code or 1006, self.close_reason)
+        for pending in self._pings.values():
+            pending._result.set_exception(closed)
+        self._pings.clear()
+        if not self._queue or self._queue[-1].__class__ is not _Closed:
+            self._queue.append(_Closed(b""))
+        self._done.set()
+        self._wake()
+        on_drop = getattr(self, "_on_drop", None)
+        if on_drop is not None:
+            on_drop(self)
+
+    def __repr__(self) -> str:
+        state = "pending" if self._proto is None else self._proto.state.value
+        return f"<gws13.WebSocket {self.path or '?'} {state}>"

@@ -1,0 +1,200 @@
+"""Connection parameters, after the egg's SRFI-39 parameters.
+
+Three layers, the nearest wins: keyword arguments of a call (``with_websocket(...,
+ping_interval=5)``), :func:`parameterize` blocks (greenlet-local, and inherited by
+the greenlets spawned inside them), and process-wide defaults set as attributes
+of :data:`parameters`.  Values are checked when they are set, not when a
+connection uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import weakref
+from typing import Any, Callable, Dict, Iterator, Tuple
+
+from greenlet import getcurrent
+
+__all__ = ["parameters", "parameterize", "Parameters"]
+
+
+def _access_denied(environ, start_response):
+    """Default ``access_denied``: 403 with a short HTML body."""
+    body = b"<h1>Access denied</h1>"
+    start_response("403 Forbidden", [("Content-Type", "text/html"),
+                                      ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be >= 0 and finite (0 disables it), got {value!r}")
+    return value
+
+
+def _size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 < value < 2 ** 63:
+        raise ValueError(f"{name} must be between 1 and 2**63-1, got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__}")
+    return value
+
+
+def _callable(name: str, value: Any) -> Callable:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable")
+    return value
+
+
+def _optional_callable(name: str, value: Any):
+    return None if value is None else _callable(name, value)
+
+
+def _protocols(name: str, value: Any):
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+        raise TypeError(f"{name} must be a list of non-empty strings")
+    return tuple(value)
+
+
+#: name -> (default, validator)
+_SPEC: Dict[str, Tuple[Any, Callable[[str, Any], Any]]] = {
+    "ping_interval": (15, _seconds),
+    "close_timeout": (5, _seconds),
+    "connection_timeout": (58, _seconds),
+    "accept_connection": (lambda origin: True, _callable),
+    "access_denied": (_access_denied, _callable),
+    "drop_incoming_pings": (False, _flag),
+    "propagate_common_errors": (False, _flag),
+    "max_frame_size": (2 ** 20, _size),
+    "max_message_size": (2 ** 20, _size),
+    # messages read ahead of the application before reading stops (TCP backpressure)
+    "max_queue": (16, _size),
+    "subprotocols": (None, _protocols),
+    "select_subprotocol": (None, _optional_callable),
+}
+
+
+def define(name: str, default: Any, validator: Callable[[str, Any], Any]) -> None:
+    """Register a parameter (used by optional modules such as compression)."""
+    _SPEC[name] = (default, validator)
+    _defaults[name] = validator(name, default)
+
+
+def validate(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Check ``values``; raise TypeError for an unknown name or a bad type,
+    ValueError for a value out of range."""
+    out = {}
+    for name, value in values.items():
+        spec = _SPEC.get(name)
+        if spec is None:
+            raise TypeError(f"unknown gws13 parameter {name!r}")
+        out[name] = spec[1](name, value)
+    return out
+
+
+_defaults: Dict[str, Any] = {name: check(name, default) for name, (default, check) in _SPEC.items()}
+# greenlet -> stack of override dicts from parameterize blocks
+_overrides: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+
+
+def _lookup(name: str) -> Any:
+    g = getcurrent()
+    while g is not None:
+        stack = _overrides.get(g)
+        if stack:
+            for layer in reversed(stack):
+                if name in layer:
+                    return layer[name]
+        ref = getattr(g, "spawning_greenlet", None)
+        g = ref() if ref is not None else None
+    return _defaults[name]
+
+
+def effective(**call_values: Any) -> Dict[str, Any]:
+    """A snapshot of every parameter as seen from the current greenlet, with
+    ``call_values`` (validated here) on top."""
+    values = {name: _lookup(name) for name in _SPEC}
+    values.update(validate(call_values))
+    return values
+
+
+class Parameters:
+    """Process-wide defaults as attributes; reading one gives the value in force
+    in the current greenlet (a :func:`parameterize` block wins over the default)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _SPEC:
+            raise AttributeError(f"unknown gws13 parameter {name!r}")
+        return _lookup(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _defaults.update(validate({name: value}))
+
+    def __dir__(self):
+        return sorted(_SPEC)
+
+    def defaults(self) -> Dict[str, Any]:
+        """The process-wide defaults (ignores parameterize blocks)."""
+        return dict(_defaults)
+
+    def reset(self) -> None:
+        """Restore every default to its built-in value."""
+        for name, (default, check) in _SPEC.items():
+            _defaults[name] = check(name, default)
+
+
+parameters = Parameters()
+
+
+@contextlib.contextmanager
+def parameterize(**values: Any) -> Iterator[None]:
+    """Override parameters for the current greenlet and the greenlets it spawns,
+    for the duration of the ``with`` block.  Raises TypeError/ValueError at once
+    for unknown names or bad values."""
+    layer = validate(values)
+    g = getcurrent()
+    stack = _overrides.setdefault(g, [])
+    stack.append(layer)
+    try:
+        yield
+    finally:
+        _pop(stack, layer)
+
+
+def _pop(stack: list, layer: dict) -> None:
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i] is layer:
+            del stack[i]
+            return
+
+
+@contextlib.contextmanager
+def bind(name: str, value: Any) -> Iterator[None]:
+    """Bind a library-internal greenlet-inherited value (no validation), e.g.
+    the current websocket; read it back with :func:`lookup`."""
+    layer = {name: value}
+    stack = _overrides.setdefault(getcurrent(), [])
+    stack.append(layer)
+    try:
+        yield
+    finally:
+        _pop(stack, layer)
+
+
+def lookup(name: str, default: Any = None) -> Any:
+    """The value bound with :func:`bind` (or a parameter) in force here."""
+    try:
+        return _lookup(name)
+    except KeyError:
+        return default

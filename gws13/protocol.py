@@ -1,0 +1,410 @@
+"""The RFC 6455 protocol as a state machine without I/O.
+
+Feed it bytes with :meth:`Protocol.receive_data`, get events back; ask it for
+the bytes of outgoing frames with the ``send_*`` methods.  It enforces every
+MUST of RFC 6455 on incoming data: masking, reserved bits, opcodes, control
+frame rules, continuation order, close codes, UTF-8 (incrementally, so a bad
+byte fails the connection before the rest of the message arrives) and the size
+limits (from the frame header, before any payload is buffered).
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import os
+from typing import Any, List, Optional, Union
+
+from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
+                         ReservedBitsNotSupported, WebSocketError)
+from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, apply_mask,
+                     encode_close, encode_header, parse_close)
+
+__all__ = ["State", "Message", "Ping", "Pong", "Close", "Event", "Protocol"]
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"   # one close frame went one way
+    CLOSED = "closed"     # both close frames exchanged, or the stream ended
+
+
+class Message:
+    """A complete data message: ``data`` is ``str`` for text, ``bytes`` for binary."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Union[str, bytes]) -> None:
+        self.data = data
+
+    @property
+    def type(self) -> str:
+        return "text" if isinstance(self.data, str) else "binary"
+
+    def __repr__(self) -> str:
+        return f"Message({self.data[:40]!r}{'...' if len(self.data) > 40 else ''})"
+
+
+class Ping:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"Ping({self.payload!r})"
+
+
+class Pong(Ping):
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Pong({self.payload!r})"
+
+
+class Close:
+    """The peer's close frame: parsed ``code``/``reason`` and the raw ``payload``."""
+
+    __slots__ = ("code", "reason", "payload")
+
+    def __init__(self, code: int, reason: str, payload: bytes) -> None:
+        self.code, self.reason, self.payload = code, reason, payload
+
+    def __repr__(self) -> str:
+        return f"Close({self.code}, {self.reason!r})"
+
+
+Event = Union[Message, Ping, Pong, Close]
+
+
+class Protocol:
+    """One side of a WebSocket connection.
+
+    ``client`` selects the side (clients mask their frames and require unmasked
+    ones).  ``deflate`` is a negotiated permessage-deflate object (see
+    :mod:`gws13.deflate`) or None.  Limits are inclusive and apply to incoming
+    data only.
+
+    After a violation :attr:`failure` holds the error (its ``code`` is the close
+    code) and further input is ignored: the caller should send
+    ``send_close(failure.code)`` and close the TCP connection.
+    """
+
+    def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
+                 max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
+        self.client = client
+        self.max_frame_size = max_frame_size
+        self.max_message_size = max_message_size
+        self.deflate = deflate
+        self.close_sent = False
+        self.close_received = False
+        self.eof = False
+        #: the close code and reason the connection ended with (1006: no close frame)
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
+        self.failure: Optional[WebSocketError] = None
+        self._buf = bytearray()
+        # the message being assembled
+        self._op: Optional[int] = None
+        self._compressed = False
+        self._parts: list = []
+        self._size = 0
+        self._decoder: Any = None
+        # a data frame whose payload is still arriving: [opcode, fin, rsv, mask, remaining, offset]
+        self._frame: Optional[list] = None
+
+    # -- state -------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        if self.eof or (self.close_sent and self.close_received):
+            return State.CLOSED
+        if self.close_sent or self.close_received:
+            return State.CLOSING
+        return State.OPEN
+
+    # -- incoming ----------------------------------------------------------
+    def receive_data(self, data) -> List[Event]:
+        """Consume bytes from the peer; return the events they complete."""
+        events: List[Event] = []
+        if self.failure is not None or self.close_received or self.eof:
+            return events
+        buf = self._buf
+        buf += data
+        mv = memoryview(buf)
+        pos = 0
+        try:
+            pos = self._parse(buf, mv, events)
+        except WebSocketError as exc:
+            self._fail(exc)
+            pos = len(buf)
+        finally:
+            mv.release()
+        del buf[:pos]
+        return events
+
+    def receive_eof(self) -> None:
+        """The peer closed the TCP connection."""
+        if not self.close_received and self.close_code is None:
+            self.close_code, self.close_reason = 1006, ""
+        self.eof = True
+
+    def _parse(self, buf: bytearray, mv: memoryview, events: List[Event]) -> int:
+        n = len(buf)
+        pos = 0
+        while not self.close_received:
+            if self._frame is not None:
+                pos = self._stream(mv, pos, n, events)
+                if self._frame is not None:
+                    break
+                continue
+            if n - pos < 2:
+                break
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(mv[pos + 2:pos + 10], "big")
+                start = pos + 10
+                if length >> 63:
+                    raise ProtocolError("frame length has its most significant bit set")
+            opcode = b0 & 0x0F
+            self._check_header(opcode, b0, b1, length)
+            if b1 & 0x80:
+                start += 4
+                if n < start:
+                    break
+                mask = bytes(mv[start - 4:start])
+            else:
+                mask = None
+            end = start + length
+            if end <= n:
+                payload = apply_mask(mv[start:end], mask) if mask else bytes(mv[start:end])
+                pos = end
+                if opcode >= OP_CLOSE:
+                    self._on_control(opcode, payload, events)
+                else:
+                    self._on_data(opcode, b0, payload, events)
+            elif opcode >= OP_CLOSE:
+                break  # control frames are small: wait for all of it
+            else:
+                # a large data frame: consume its payload as it arrives, so the UTF-8
+                # check fails fast and nothing is held twice
+                self._frame = [opcode, b0 & 0x80, b0 & 0x70, mask, length, 0]
+                pos = start
+        return pos
+
+    def _check_header(self, opcode: int, b0: int, b1: int, length: int) -> None:
+        if bool(b1 & 0x80) == self.client:
+            raise ProtocolError("frame from the server is masked" if self.client
+                                else "frame from the client is not masked")
+        rsv = b0 & 0x70
+        if opcode >= OP_CLOSE:
+            if opcode > OP_PONG:
+                raise ProtocolError(f"unknown opcode {opcode:#x}")
+            if rsv:
+                raise ReservedBitsNotSupported("reserved bits set on a control frame")
+            if not b0 & 0x80:
+                raise ProtocolError("fragmented control frame")
+            if length > 125:
+                raise ProtocolError("control frame payload longer than 125 bytes")
+            return
+        if opcode == OP_CONT:
+            if self._op is None:
+                raise ProtocolError("continuation frame without a message to continue")
+            if rsv:
+                raise ReservedBitsNotSupported("reserved bits set on a continuation frame")
+        elif opcode == OP_TEXT or opcode == OP_BINARY:
+            if self._op is not None:
+                raise ProtocolError("new message started before the previous one finished")
+            if rsv and (rsv != 0x40 or self.deflate is None):
+                raise ReservedBitsNotSupported("reserved bits set without a negotiated extension")
+        else:
+            raise ProtocolError(f"unknown opcode {opcode:#x}")
+        if length > self.max_frame_size:
+            raise MessageTooLarge(f"frame of {length} bytes exceeds max_frame_size {self.max_frame_size}")
+        compressed = self._compressed if opcode == OP_CONT else rsv
+        if not compressed and self._size + length > self.max_message_size:
+            raise MessageTooLarge(f"message exceeds max_message_size {self.max_message_size}")
+
+    def _start(self, opcode: int, rsv: int) -> None:
+        self._op = opcode
+        self._compressed = bool(rsv)
+        self._parts = []
+        self._size = 0
+        self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
+
+    def _on_data(self, opcode: int, b0: int, payload: bytes, events: List[Event]) -> None:
+        if opcode != OP_CONT:
+            rsv = b0 & 0x70
+            if b0 & 0x80 and not rsv:
+                # the common case: a whole message in one frame
+                if opcode == OP_TEXT:
+                    try:
+                        events.append(Message(payload.decode("utf-8")))
+                    except UnicodeDecodeError:
+                        raise InvalidData("text message is not valid UTF-8") from None
+                else:
+                    events.append(Message(payload))
+                return
+            self._start(opcode, rsv)
+        self._feed(payload)
+        if b0 & 0x80:
+            self._finish(events)
+
+    def _stream(self, mv: memoryview, pos: int, n: int, events: List[Event]) -> int:
+        frame = self._frame
+        opcode, fin, rsv, mask, remaining, offset = frame
+        take = min(remaining, n - pos)
+        if not take and remaining:
+            return pos
+        chunk = mv[pos:pos + take]
+        if mask:
+            k = offset & 3
+            chunk = apply_mask(chunk, mask[k:] + mask[:k])
+        else:
+            chunk = bytes(chunk)
+        if offset == 0 and opcode != OP_CONT:
+            self._start(opcode, rsv)
+        self._feed(chunk)
+        remaining -= take
+        if remaining:
+            frame[4] = remaining
+            frame[5] = offset + take
+        else:
+            self._frame = None
+            if fin:
+                self._finish(events)
+        return pos + take
+
+    def _feed(self, chunk: bytes) -> None:
+        if self._compressed:
+            chunk = self.deflate.decompress(chunk, self.max_message_size - self._size)
+        self._size += len(chunk)
+        if self._size > self.max_message_size:
+            raise MessageTooLarge(f"message exceeds max_message_size {self.max_message_size}")
+        if self._decoder is not None:
+            try:
+                chunk = self._decoder.decode(chunk)
+            except UnicodeDecodeError:
+                raise InvalidData("text message is not valid UTF-8") from None
+        if chunk:
+            self._parts.append(chunk)
+
+    def _finish(self, events: List[Event]) -> None:
+        if self._compressed:
+            # the end of the deflate stream: plain inflater output from here on
+            tail = self.deflate.finish(self.max_message_size - self._size)
+            self._compressed = False
+            self._feed(tail)
+        if self._decoder is not None:
+            try:
+                self._decoder.decode(b"", True)
+            except UnicodeDecodeError:
+                raise InvalidData("text message ends inside a UTF-8 sequence") from None
+            data: Union[str, bytes] = "".join(self._parts)
+        else:
+            data = b"".join(self._parts)
+        self._op = None
+        self._compressed = False
+        self._parts = []
+        self._size = 0
+        self._decoder = None
+        events.append(Message(data))
+
+    def _on_control(self, opcode: int, payload: bytes, events: List[Event]) -> None:
+        if opcode == OP_PING:
+            events.append(Ping(payload))
+        elif opcode == OP_PONG:
+            events.append(Pong(payload))
+        else:
+            code, reason = parse_close(payload)
+            self.close_received = True
+            if not self.close_sent:
+                self.close_code, self.close_reason = code, reason
+            events.append(Close(code, reason, payload))
+
+    def _fail(self, exc: WebSocketError) -> None:
+        self.failure = exc
+        self._frame = None
+        self.close_code, self.close_reason = exc.code, exc.reason
+
+    # -- outgoing ----------------------------------------------------------
+    def frame(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
+        """Encode one frame, masked when this is the client side."""
+        if self.client:
+            mask = os.urandom(4)
+            return encode_header(opcode, len(payload), fin, rsv1, mask) + apply_mask(payload, mask)
+        return encode_header(opcode, len(payload), fin, rsv1) + payload
+
+    def check_open(self) -> None:
+        """Raise ConnectionClosed if no more data may be sent."""
+        if self.close_sent or self.eof:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+
+    def send_message(self, data: Union[str, bytes, bytearray, memoryview],
+                     binary: Optional[bool] = None, compress: Optional[bool] = None) -> List[bytes]:
+        """Encode a message; return the pieces to write in order (header, payload).
+
+        ``str`` is sent as text and bytes-like as binary unless ``binary`` says
+        otherwise; ``compress=False`` opts out of permessage-deflate.
+        Raises ConnectionClosed after a close frame was sent."""
+        self.check_open()
+        if isinstance(data, str):
+            payload = data.encode("utf-8")
+            opcode = OP_BINARY if binary else OP_TEXT
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            payload = data
+            opcode = OP_TEXT if binary is False else OP_BINARY
+            if opcode == OP_TEXT:
+                try:
+                    codecs.decode(payload, "utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidData("text payload is not valid UTF-8") from None
+        else:
+            raise TypeError(f"cannot send {type(data).__name__}: use str or bytes")
+        rsv1 = False
+        deflate = self.deflate
+        if deflate is not None and compress is not False and (compress or len(payload) >= deflate.min_size):
+            payload = deflate.compress(payload)
+            rsv1 = True
+        if self.client:
+            return [self.frame(opcode, payload, True, rsv1)]
+        return [encode_header(opcode, len(payload), True, rsv1), payload]
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        self.check_open()
+        if len(payload) > 125:
+            raise ValueError("ping payload longer than 125 bytes")
+        return self.frame(OP_PING, payload)
+
+    def send_pong(self, payload: bytes = b"") -> bytes:
+        self.check_open()
+        if len(payload) > 125:
+            raise ValueError("pong payload longer than 125 bytes")
+        return self.frame(OP_PONG, payload)
+
+    def send_close(self, code: Optional[int] = 1000, reason: str = "") -> bytes:
+        """Encode our close frame (``code=None``: empty body).  Only once.
+
+        Raises ConnectionClosed when a close frame was already sent, ValueError
+        for a code that may not be sent or a reason over 123 bytes."""
+        if self.close_sent or self.eof:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        reason_bytes = reason.encode("utf-8")
+        if len(reason_bytes) > 123:  # truncate on a character boundary
+            reason = reason_bytes[:123].decode("utf-8", "ignore")
+        payload = encode_close(code, reason)
+        self.close_sent = True
+        if not self.close_received:
+            self.close_code, self.close_reason = (code if code is not None else 1005), reason
+        return self.frame(OP_CLOSE, payload)
