@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import socket
 import struct
+import sys
 import time
 import weakref
 from typing import Any, Dict, Iterator, Optional, Union
@@ -118,6 +119,7 @@ class WebSocket:
         # the messages that arrived before it (see _defer)
         self._deferred: Any = None
         self._grace: Any = None
+        self._close_callbacks: list = []
 
     # -- set-up ----------------------------------------------------------------
     def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
@@ -296,6 +298,14 @@ class WebSocket:
             # close all end in _drop, which sets _done
             self._done.wait(timeout)
         self._drop()
+
+    def add_close_callback(self, callback) -> None:
+        """Call ``callback(ws)`` once the connection is closed (at once if it is).
+        It runs in the hub: it must not block."""
+        if self._dropped:
+            callback(self)
+        else:
+            self._close_callbacks.append(callback)
 
     def fail(self, error: WebSocketError) -> None:
         """Close with ``error.code`` because of ``error`` (used by with_websocket)."""
@@ -595,9 +605,12 @@ class WebSocket:
             self._queue.append(_Closed(b""))
         self._done.set()
         self._wake()
-        on_drop = getattr(self, "_on_drop", None)
-        if on_drop is not None:
-            on_drop(self)
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                self._hub.handle_error(callback, *sys.exc_info())
 
     def __repr__(self) -> str:
         state = "pending" if self._proto is None else self._proto.state.value

@@ -1,0 +1,166 @@
+"""Shared fixtures: real servers on ephemeral loopback ports.
+
+``serve(app)`` runs a gevent.pywsgi server in its own thread with its own hub,
+so blocking clients (websocket-client, the websockets sync client, raw
+sockets, requests) can drive it from the test's thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import gevent
+import pytest
+from gevent import pywsgi
+
+import gws13
+
+
+class RunningServer:
+    def __init__(self, app, handler_class=gws13.WebSocketHandler, **kwargs):
+        self.app = app
+        self.handler_class = handler_class
+        self.kwargs = kwargs
+        self.port = None
+        self.server = None
+        self.hub = None
+        self.errors = []
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("server thread did not start")
+
+    def _run(self):
+        self.hub = gevent.get_hub()
+        self.server = pywsgi.WSGIServer(("127.0.0.1", 0), self.app, handler_class=self.handler_class,
+                                        log=None, **self.kwargs)
+        self.server.start()
+        self.port = self.server.server_port
+        self._ready.set()
+        # park the thread's main greenlet until stop() is called
+        self._stop_event = gevent.event.Event()
+        self._stop_event.wait()
+        self.server.stop(timeout=5)
+        self._stopped.set()
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, fn, *args):
+        """Run ``fn`` in the server's hub (thread-safe)."""
+        self.hub.loop.run_callback_threadsafe(fn, *args)
+
+    def stop(self, timeout=10):
+        if not self._stopped.is_set():
+            self.call(self._stop_event.set)
+            self._stopped.wait(timeout)
+        self.thread.join(timeout)
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(app, **kwargs):
+        server = RunningServer(app, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_parameters():
+    yield
+    gws13.parameters.reset()
+
+
+def raw_connect(port, path="/", headers=None, key="dGhlIHNhbXBsZSBub25jZQ==", version="13",
+                timeout=5.0):
+    """Open a TCP connection and send a handshake; return (sock, status, headers, rest)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", f"Sec-WebSocket-Version: {version}"]
+    for k, v in (headers or {}).items():
+        lines.append(f"{k}: {v}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status, hdrs, rest = read_response_head(sock)
+    return sock, status, hdrs, rest
+
+
+def read_response_head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, rest
+
+
+class RawClient:
+    """A hand-driven client over a raw socket: send any bytes, read frames back
+    through gws13's own protocol core (client side)."""
+
+    def __init__(self, port, path="/", headers=None, timeout=5.0, **handshake):
+        from gws13.protocol import Protocol
+        self.sock, self.status, self.headers, rest = raw_connect(port, path, headers, timeout=timeout,
+                                                                 **handshake)
+        self.proto = Protocol(client=True, max_frame_size=2 ** 30, max_message_size=2 ** 30)
+        self.events = []
+        if rest:
+            self.events += self.proto.receive_data(rest)
+
+    def send_frame(self, opcode, payload=b"", fin=True, rsv=0, mask=True):
+        from gws13.frames import apply_mask, encode_header
+        key = b"\x01\x02\x03\x04" if mask else None
+        head = bytearray(encode_header(opcode, len(payload), fin, False, key))
+        head[0] |= rsv << 4
+        self.sock.sendall(bytes(head) + (apply_mask(payload, key) if mask else payload))
+
+    def next_event(self, timeout=5.0):
+        """The next event from the server, or None at EOF."""
+        self.sock.settimeout(timeout)
+        while not self.events:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.events += self.proto.receive_data(data)
+        return self.events.pop(0)
+
+    def read_until_close(self, timeout=5.0):
+        """Events until the server's close frame (returned last) or EOF."""
+        out = []
+        while True:
+            event = self.next_event(timeout)
+            if event is None:
+                return out
+            out.append(event)
+            if type(event).__name__ == "Close":
+                return out
+
+    def at_eof(self, timeout=5.0):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
