@@ -94,6 +94,13 @@ def raw_connect(port, path="/", headers=None, key="dGhlIHNhbXBsZSBub25jZQ==", ve
         lines.append(f"{k}: {v}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
     status, hdrs, rest = read_response_head(sock)
+    if status != 101:  # an HTTP answer: read its whole body
+        length = int(hdrs.get("content-length", 1 << 30))  # without one: until EOF
+        while len(rest) < length:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
     return sock, status, hdrs, rest
 
 

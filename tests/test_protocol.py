@@ -1,0 +1,232 @@
+"""The protocol core, bytes in and events out: no sockets, no gevent."""
+
+import os
+
+import pytest
+
+from gws13.exceptions import ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError
+from gws13.frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, _py_apply_mask,
+                          apply_mask, encode_close, encode_header, is_valid_close_code, parse_close)
+from gws13.protocol import Close, Message, Ping, Pong, Protocol, State
+
+MASK = b"\x11\x22\x33\x44"
+
+
+def frame(opcode, payload=b"", fin=True, rsv=0, mask=MASK):
+    head = bytearray(encode_header(opcode, len(payload), fin, False, mask))
+    head[0] |= rsv << 4
+    return bytes(head) + (apply_mask(payload, mask) if mask else payload)
+
+
+def server(**kw):
+    return Protocol(**kw)
+
+
+def test_single_frame_text_and_binary():
+    p = server()
+    events = p.receive_data(frame(OP_TEXT, "héllo".encode()) + frame(OP_BINARY, b"\x00\xff"))
+    assert [type(e) for e in events] == [Message, Message]
+    assert events[0].data == "héllo" and events[0].type == "text"
+    assert events[1].data == b"\x00\xff" and events[1].type == "binary"
+
+
+def test_byte_by_byte_delivery():
+    p = server()
+    data = frame(OP_TEXT, b"x" * 300) + frame(OP_BINARY, os.urandom(70000))
+    events = []
+    for i in range(len(data)):
+        events += p.receive_data(data[i:i + 1])
+    assert [e.type for e in events] == ["text", "binary"]
+    assert events[0].data == "x" * 300 and len(events[1].data) == 70000
+
+
+def test_fragmented_message_with_ping_and_pong_in_between():
+    # quirk Q5: control frames may sit between fragments
+    p = server()
+    data = (frame(OP_TEXT, b"ab", fin=False) + frame(OP_PING, b"p") + frame(OP_CONT, b"c", fin=False)
+            + frame(OP_PONG, b"q") + frame(OP_CONT, "é".encode()))
+    events = p.receive_data(data)
+    assert [type(e) for e in events] == [Ping, Pong, Message]
+    assert events[0].payload == b"p" and events[1].payload == b"q"
+    assert events[2].data == "abcé"
+    assert p.failure is None
+
+
+def test_utf8_sequence_split_across_fragments():
+    p = server()
+    euro = "€".encode()
+    events = p.receive_data(frame(OP_TEXT, euro[:1], fin=False) + frame(OP_CONT, euro[1:2], fin=False)
+                            + frame(OP_CONT, euro[2:]))
+    assert events[0].data == "€"
+
+
+def expect_failure(p, data, error, code):
+    events = p.receive_data(data)
+    assert isinstance(p.failure, error), p.failure
+    assert p.failure.code == code
+    assert p.close_code == code
+    return events
+
+
+@pytest.mark.parametrize("data, error, code", [
+    (frame(OP_TEXT, b"hi", mask=None), ProtocolError, 1002),             # unmasked client frame
+    (frame(OP_TEXT, b"hi", rsv=4), ProtocolError, 1002),                  # RSV1 without extension
+    (frame(OP_TEXT, b"hi", rsv=2), ProtocolError, 1002),
+    (frame(OP_TEXT, b"hi", rsv=1), ProtocolError, 1002),
+    (frame(OP_PING, b"", rsv=4), ProtocolError, 1002),
+    (frame(3, b""), ProtocolError, 1002),                                # reserved data opcodes
+    (frame(7, b""), ProtocolError, 1002),
+    (frame(0xB, b""), ProtocolError, 1002),                              # reserved control opcodes
+    (frame(0xF, b""), ProtocolError, 1002),
+    (frame(OP_PING, b"x" * 126), ProtocolError, 1002),                   # control > 125 bytes
+    (frame(OP_PING, b"x", fin=False), ProtocolError, 1002),              # fragmented control
+    (frame(OP_CONT, b"x"), ProtocolError, 1002),                         # continuation first
+    (frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b"), ProtocolError, 1002),
+    (frame(OP_CLOSE, b"\x03"), ProtocolError, 1002),                     # 1-byte close body
+    (frame(OP_CLOSE, (999).to_bytes(2, "big")), ProtocolError, 1002),
+    (frame(OP_CLOSE, (1005).to_bytes(2, "big")), ProtocolError, 1002),
+    (frame(OP_CLOSE, (1015).to_bytes(2, "big")), ProtocolError, 1002),
+    (frame(OP_CLOSE, (5000).to_bytes(2, "big")), ProtocolError, 1002),
+    (frame(OP_CLOSE, b"\x03\xe8\xff"), InvalidData, 1007),               # close reason not UTF-8
+    (frame(OP_TEXT, b"\xc3\x28"), InvalidData, 1007),
+    (frame(OP_TEXT, b"\xe2\x82", fin=False) + frame(OP_CONT, b""), InvalidData, 1007),  # truncated
+])
+def test_violations_fail_with_the_right_code(data, error, code):
+    expect_failure(server(), data, error, code)
+
+
+def test_client_rejects_masked_frames_from_the_server():
+    expect_failure(Protocol(client=True), frame(OP_TEXT, b"x"), ProtocolError, 1002)
+
+
+def test_64_bit_length_with_top_bit_set():
+    head = bytes([0x82, 0xFF]) + (1 << 63 | 5).to_bytes(8, "big") + MASK
+    expect_failure(server(max_frame_size=2 ** 62), head, ProtocolError, 1002)
+
+
+def test_huge_frame_refused_from_its_header_alone():
+    # a 2**62-byte frame is refused before a single payload byte exists
+    head = bytes([0x82, 0xFF]) + (2 ** 62).to_bytes(8, "big") + MASK
+    expect_failure(server(), head, MessageTooLarge, 1009)
+
+
+def test_limits_are_inclusive():
+    p = server(max_frame_size=100, max_message_size=100)
+    assert p.receive_data(frame(OP_BINARY, b"x" * 100))[0].data == b"x" * 100
+    expect_failure(p, frame(OP_BINARY, b"x" * 101), MessageTooLarge, 1009)
+
+
+def test_message_limit_counts_all_fragments_and_stops_at_the_header():
+    p = server(max_frame_size=60, max_message_size=100)
+    events = p.receive_data(frame(OP_TEXT, b"a" * 60, fin=False) + frame(OP_CONT, b"b" * 40, fin=False))
+    assert events == [] and p.failure is None
+    # only the header of the exceeding fragment: refused at once
+    expect_failure(p, frame(OP_CONT, b"c")[:6], MessageTooLarge, 1009)
+
+
+def test_invalid_utf8_fails_fast_in_first_fragment():
+    p = server()
+    expect_failure(p, frame(OP_TEXT, b"ok\xff", fin=False), InvalidData, 1007)
+
+
+def test_invalid_utf8_fails_fast_inside_a_partial_frame():
+    p = server()
+    data = frame(OP_TEXT, b"abc\xf5" + b"x" * 10000)
+    expect_failure(p, data[:20], InvalidData, 1007)   # the rest of the frame never arrives
+
+
+def test_input_after_failure_is_ignored():
+    p = server()
+    p.receive_data(frame(3))
+    assert p.receive_data(frame(OP_TEXT, b"late")) == []
+
+
+def test_close_exchange_initiated_by_peer():
+    p = server()
+    events = p.receive_data(frame(OP_CLOSE, encode_close(4001, "bye")) + frame(OP_TEXT, b"late"))
+    assert len(events) == 1 and isinstance(events[0], Close)
+    assert (events[0].code, events[0].reason) == (4001, "bye")
+    assert p.state is State.CLOSING and (p.close_code, p.close_reason) == (4001, "bye")
+    reply = p.send_close(4001)
+    assert reply == bytes([0x88, 2]) + (4001).to_bytes(2, "big")
+    assert p.state is State.CLOSED
+    with pytest.raises(ConnectionClosed):
+        p.send_close()
+
+
+def test_close_exchange_initiated_locally():
+    p = server()
+    assert p.send_close(1000, "done") == bytes([0x88, 6]) + b"\x03\xe8done"
+    assert p.state is State.CLOSING
+    with pytest.raises(ConnectionClosed):
+        p.send_message("too late")
+    p.receive_data(frame(OP_CLOSE, encode_close(1000)))
+    assert p.state is State.CLOSED and p.close_code == 1000
+
+
+def test_empty_close_means_1005_and_is_answered_empty():
+    p = server()
+    events = p.receive_data(frame(OP_CLOSE))
+    assert events[0].code == 1005 and events[0].payload == b""
+
+
+def test_eof_without_close_is_1006():
+    p = server()
+    p.receive_eof()
+    assert p.state is State.CLOSED and p.close_code == 1006
+
+
+def test_outgoing_frames():
+    p = server()
+    assert p.send_message("hi") == [b"\x81\x02", b"hi"]
+    assert p.send_message(b"\x00") == [b"\x82\x01", b"\x00"]
+    assert p.send_message("hi", binary=True)[0] == b"\x82\x02"
+    assert p.send_message(b"hi", binary=False)[0] == b"\x81\x02"
+    with pytest.raises(InvalidData):
+        p.send_message(b"\xff", binary=False)
+    with pytest.raises(TypeError):
+        p.send_message(42)
+    assert p.send_ping(b"x") == b"\x89\x01x"
+    with pytest.raises(ValueError):
+        p.send_ping(b"x" * 126)
+
+
+def test_client_masks_and_server_reads_it():
+    c, s = Protocol(client=True), server()
+    wire = b"".join(c.send_message("masked")) + c.send_ping(b"p")
+    assert wire[1] & 0x80
+    events = s.receive_data(wire)
+    assert events[0].data == "masked" and events[1].payload == b"p"
+
+
+@pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
+def test_header_lengths(n):
+    head = encode_header(OP_BINARY, n)
+    p = Protocol(client=True, max_frame_size=2 ** 20, max_message_size=2 ** 20)
+    assert p.receive_data(head + b"z" * n)[0].data == b"z" * n
+
+
+def test_close_code_rules():
+    assert all(is_valid_close_code(c) for c in (1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999))
+    assert not any(is_valid_close_code(c) for c in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000))
+    assert parse_close(b"") == (1005, "")
+    with pytest.raises(ValueError):
+        encode_close(1005)
+    with pytest.raises(ValueError):
+        encode_close(1000, "x" * 124)
+
+
+def test_long_close_reason_is_truncated_on_a_character_boundary():
+    p = server()
+    frame_bytes = p.send_close(1000, "é" * 100)
+    assert len(frame_bytes) <= 127
+    frame_bytes[4:].decode("utf-8")
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 7, 8, 9, 1000, 65537])
+def test_mask_implementations_agree(n):
+    data = os.urandom(n)
+    expected = bytes(b ^ MASK[i % 4] for i, b in enumerate(data))
+    assert _py_apply_mask(data, MASK) == expected
+    assert apply_mask(data, MASK) == expected
+    assert apply_mask(memoryview(bytearray(data)), MASK) == expected
