@@ -35,7 +35,7 @@ from .protocol import Close, Message, Ping, Pong, Protocol
 __all__ = ["WebSocket", "PendingPing"]
 
 _PING = struct.Struct("!Q")
-_BIG = 1 << 14  # payloads at least this big are written without joining them to the header
+_BATCH = 1 << 16  # bytes of batched frames that trigger a write at once
 _buffers: "weakref.WeakKeyDictionary[Any, bytearray]" = weakref.WeakKeyDictionary()
 
 
@@ -120,6 +120,11 @@ class WebSocket:
         self._deferred: Any = None
         self._grace: Any = None
         self._close_callbacks: list = []
+        # small frames held back while more input is queued, written in one
+        # syscall when this greenlet next yields (see send)
+        self._out: list = []
+        self._out_size = 0
+        self._flush_scheduled = False
 
     # -- set-up ----------------------------------------------------------------
     def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
@@ -199,7 +204,8 @@ class WebSocket:
         return None if item.__class__ is _Closed else item
 
     def _next(self, timeout: Optional[float]):
-        self._ensure()
+        if self._proto is None:
+            self._ensure()
         queue = self._queue
         if self._deferred is not None and queue and queue[0].__class__ is _Closed:
             self._run_deferred()
@@ -209,16 +215,16 @@ class WebSocket:
             timer = gevent.Timeout._start_new_or_dummy(timeout)
             try:
                 waiter.get()
-            except gevent.Timeout as exc:
-                if exc is not timer:
-                    raise
-                raise TimeoutError("no message within %s s" % timeout) from None
-            finally:
-                timer.cancel()
+            except BaseException as exc:
                 try:
                     self._waiters.remove(waiter)
                 except ValueError:
-                    pass
+                    pass  # woken and interrupted at once
+                if exc is timer:
+                    raise TimeoutError("no message within %s s" % timeout) from None
+                raise
+            finally:
+                timer.cancel()
         item = queue[0]
         if item.__class__ is not _Closed:  # the close sentinel stays for every later call
             queue.popleft()
@@ -227,11 +233,12 @@ class WebSocket:
         return item
 
     def __iter__(self) -> Iterator[Union[str, bytes]]:
+        next_item = self._next
         while True:
-            message = self.receive()
-            if message is None:
+            item = next_item(None)
+            if item.__class__ is _Closed:
                 return
-            yield message
+            yield item
 
     def send(self, data: Union[str, bytes, bytearray, memoryview], binary: Optional[bool] = None,
              compress: Optional[bool] = None) -> None:
@@ -239,20 +246,60 @@ class WebSocket:
         forces the type; ``compress=False`` skips permessage-deflate).
 
         Raises ConnectionClosed once the connection is closing or closed."""
-        pieces = self._ensure().send_message(data, binary, compress)
-        if len(pieces) == 2 and len(pieces[1]) < _BIG:
-            pieces = [pieces[0] + pieces[1]]
+        proto = self._proto
+        if proto is None:
+            proto = self._ensure()
+        pieces = proto.send_message(data, binary, compress)
+        if self._queue and len(pieces) == 1 and self._raw is not None:
+            # More messages are already waiting for the application, which will
+            # answer them before it blocks: batch the answers into one write,
+            # made when this greenlet yields to the hub (or the batch is big).
+            self._out.append(pieces[0])
+            self._out_size += len(pieces[0])
+            if self._out_size < _BATCH:
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.run_callback(self._flush_batch)
+                return
+            pieces = ()
         with self._send_lock:
             self._write(pieces)
 
+    def _take_out(self) -> bytes:
+        out = b"".join(self._out)
+        self._out = []
+        self._out_size = 0
+        return out
+
     def _write(self, pieces) -> None:
-        # the caller holds the send lock
+        """Write batched frames, then ``pieces``.  The caller holds the send lock."""
         try:
+            if self._out:
+                self._sendall(self._take_out())
             for piece in pieces:
-                self._sock.sendall(piece)
+                self._sendall(piece)
         except OSError:
             self._lost()
             raise ConnectionClosed(1006, "connection lost while sending") from None
+
+    def _sendall(self, data) -> None:
+        raw = self._raw
+        if raw is not None:
+            # usually the kernel takes it all at once: skip gevent's sendall machinery
+            try:
+                sent = raw.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        self._sock.sendall(data)
+
+    def _flush_batch(self) -> None:
+        # runs in the hub once the sending greenlet has yielded
+        self._flush_scheduled = False
+        if self._out and not self._dropped:
+            self._send_soon(b"")
 
     def ping(self, data: bytes = b"") -> PendingPing:
         """Send a ping; the returned object's ``wait(timeout)`` gives the round trip."""
@@ -472,15 +519,14 @@ class WebSocket:
 
     # -- writing from the hub --------------------------------------------------
     def _send_soon(self, data: bytes, then=None) -> None:
-        """Write ``data`` without blocking the caller (which may be the hub),
-        then call ``then``.  Goes straight to the socket when it can."""
-        if not data:
-            if then is not None:
-                then()
-            return
+        """Write batched frames and ``data`` without blocking the caller (which
+        may be the hub), then call ``then``.  Goes straight to the socket when
+        it can, else hands the rest to a greenlet."""
         if self._raw is not None and self._send_lock.acquire(blocking=False):
+            if self._out:
+                data = self._take_out() + data
             try:
-                sent = self._raw.send(data)
+                sent = self._raw.send(data) if data else 0
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
@@ -501,7 +547,7 @@ class WebSocket:
             self._send_lock.acquire()
         try:
             with gevent.Timeout(self._params["close_timeout"] or None, False):
-                self._write([data])
+                self._write([data] if data else ())
         except ConnectionClosed:
             pass
         finally:

@@ -52,7 +52,7 @@ def _py_apply_mask(data, mask: bytes) -> bytes:
     n = len(data)
     if not n:
         return b""
-    key = int.from_bytes(mask * (n // 4 + 1), "little") & ((1 << (8 * n)) - 1)
+    key = int.from_bytes(bytes(mask) * (n // 4 + 1), "little") & ((1 << (8 * n)) - 1)
     return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
 
 

@@ -23,6 +23,7 @@ from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, ap
 __all__ = ["State", "Message", "Ping", "Pong", "Close", "Event", "Protocol"]
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_JOIN = 1 << 14  # payloads below this are joined to their header: one write, one copy
 
 
 class State(enum.Enum):
@@ -131,6 +132,17 @@ class Protocol:
         if self.failure is not None or self.close_received or self.eof:
             return events
         buf = self._buf
+        if not buf:
+            # nothing left over: parse the caller's buffer in place, keep only the tail
+            mv = data if isinstance(data, memoryview) else memoryview(data)
+            try:
+                pos = self._parse(mv, mv, events)
+            except WebSocketError as exc:
+                self._fail(exc)
+                return events
+            if pos < len(mv):
+                buf += mv[pos:]
+            return events
         buf += data
         mv = memoryview(buf)
         pos = 0
@@ -150,9 +162,11 @@ class Protocol:
             self.close_code, self.close_reason = 1006, ""
         self.eof = True
 
-    def _parse(self, buf: bytearray, mv: memoryview, events: List[Event]) -> int:
+    def _parse(self, buf, mv: memoryview, events: List[Event]) -> int:
         n = len(buf)
         pos = 0
+        # server side only: frames up to this size need no limit check
+        small = -1 if self.client else min(125, self.max_frame_size, self.max_message_size)
         while not self.close_received:
             if self._frame is not None:
                 pos = self._stream(mv, pos, n, events)
@@ -164,6 +178,22 @@ class Protocol:
             b0 = buf[pos]
             b1 = buf[pos + 1]
             length = b1 & 0x7F
+            if (b0 == 0x81 or b0 == 0x82) and b1 & 0x80 and length <= small and self._op is None:
+                # the common case, kept lean: a small masked single-frame message
+                end = pos + 6 + length
+                if end <= n:
+                    payload = apply_mask(mv[pos + 6:end], mv[pos + 2:pos + 6])
+                    pos = end
+                    if b0 == 0x81:
+                        try:
+                            events.append(Message(payload.decode("utf-8")))
+                        except UnicodeDecodeError:
+                            raise InvalidData("text message is not valid UTF-8") from None
+                    else:
+                        events.append(Message(payload))
+                    continue
+                if b0 == 0x82:
+                    break  # wait for the rest; a partial text frame goes on to be checked early
             start = pos + 2
             if length == 126:
                 if n - pos < 4:
@@ -353,16 +383,19 @@ class Protocol:
 
     def send_message(self, data: Union[str, bytes, bytearray, memoryview],
                      binary: Optional[bool] = None, compress: Optional[bool] = None) -> List[bytes]:
-        """Encode a message; return the pieces to write in order (header, payload).
+        """Encode a message; return the pieces to write in order: one for a
+        small message, header and payload for a large one (no copy).
 
         ``str`` is sent as text and bytes-like as binary unless ``binary`` says
         otherwise; ``compress=False`` opts out of permessage-deflate.
         Raises ConnectionClosed after a close frame was sent."""
-        self.check_open()
-        if isinstance(data, str):
+        if self.close_sent or self.eof:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        cls = data.__class__
+        if cls is str:
             payload = data.encode("utf-8")
             opcode = OP_BINARY if binary else OP_TEXT
-        elif isinstance(data, (bytes, bytearray, memoryview)):
+        elif cls is bytes or isinstance(data, (bytes, bytearray, memoryview)):
             payload = data
             opcode = OP_TEXT if binary is False else OP_BINARY
             if opcode == OP_TEXT:
@@ -379,7 +412,13 @@ class Protocol:
             rsv1 = True
         if self.client:
             return [self.frame(opcode, payload, True, rsv1)]
-        return [encode_header(opcode, len(payload), True, rsv1), payload]
+        n = len(payload)
+        if n < 126 and not rsv1:
+            return [bytes((0x80 | opcode, n)) + payload]
+        header = encode_header(opcode, n, True, rsv1)
+        if n < _JOIN:
+            return [header + payload]
+        return [header, payload]
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         self.check_open()

@@ -178,10 +178,12 @@ def test_eof_without_close_is_1006():
 
 def test_outgoing_frames():
     p = server()
-    assert p.send_message("hi") == [b"\x81\x02", b"hi"]
-    assert p.send_message(b"\x00") == [b"\x82\x01", b"\x00"]
-    assert p.send_message("hi", binary=True)[0] == b"\x82\x02"
-    assert p.send_message(b"hi", binary=False)[0] == b"\x81\x02"
+    assert p.send_message("hi") == [b"\x81\x02hi"]
+    assert p.send_message(b"\x00") == [b"\x82\x01\x00"]
+    big = p.send_message(b"z" * 70000)
+    assert big[0] == b"\x82\x7f" + (70000).to_bytes(8, "big") and big[1] == b"z" * 70000
+    assert p.send_message("hi", binary=True)[0] == b"\x82\x02hi"
+    assert p.send_message(b"hi", binary=False)[0] == b"\x81\x02hi"
     with pytest.raises(InvalidData):
         p.send_message(b"\xff", binary=False)
     with pytest.raises(TypeError):
