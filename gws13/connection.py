@@ -16,7 +16,6 @@ serialised by a lock so concurrent greenlets never interleave frames.
 
 from __future__ import annotations
 
-import collections
 import socket
 import struct
 import sys
@@ -36,16 +35,16 @@ __all__ = ["WebSocket", "PendingPing"]
 
 _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of batched frames that trigger a write at once
-_buffers: "weakref.WeakKeyDictionary[Any, bytearray]" = weakref.WeakKeyDictionary()
+_buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictionary()
 
 
 def _read_buffer(hub) -> memoryview:
     # Hub callbacks never overlap and the protocol copies what it keeps, so all
     # plain-socket connections of one hub share one receive buffer.
-    buf = _buffers.get(hub)
-    if buf is None:
-        buf = _buffers[hub] = bytearray(1 << 16)
-    return memoryview(buf)
+    view = _buffers.get(hub)
+    if view is None:
+        view = _buffers[hub] = memoryview(bytearray(1 << 16))
+    return view
 
 
 class _Closed:
@@ -89,6 +88,16 @@ class WebSocket:
     ``send`` is safe to call from many greenlets at once.
     """
 
+    # slots: thousands of idle connections are the common case, keep each small
+    __slots__ = (
+        "environ", "subprotocol", "extensions", "latency", "failure", "__weakref__",
+        "_sock", "_client", "_params", "_proto", "_acceptor", "_queue", "_waiters", "_send_lock",
+        "_done", "_pings", "_ping_seq", "_io", "_reader", "_resume", "_paused", "_timer",
+        "_dropped", "_deferred", "_grace", "_close_callbacks", "_out", "_out_size",
+        "_flush_scheduled", "_max_queue", "_drop_pings", "_hub", "_loop", "_last_seen",
+        "_last_ping", "_raw", "_rbuf",
+    )
+
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
                  client: bool = False, params: Optional[Dict[str, Any]] = None) -> None:
         self.environ: dict = environ if environ is not None else {}
@@ -103,11 +112,13 @@ class WebSocket:
         self._proto: Optional[Protocol] = None
         # set by integrations for sockets that are not upgraded yet (lazy accept)
         self._acceptor: Any = None
-        self._queue: collections.deque = collections.deque()
+        # messages for the application, then at most one _Closed (a short list:
+        # cheaper per idle connection than a deque)
+        self._queue: list = []
         self._waiters: list = []
         self._send_lock = Semaphore()
         self._done = Event()
-        self._pings: "collections.OrderedDict[bytes, PendingPing]" = collections.OrderedDict()
+        self._pings: Dict[bytes, PendingPing] = {}  # in the order sent
         self._ping_seq = 0
         self._io: Any = None
         self._reader: Any = None
@@ -227,7 +238,7 @@ class WebSocket:
                 timer.cancel()
         item = queue[0]
         if item.__class__ is not _Closed:  # the close sentinel stays for every later call
-            queue.popleft()
+            del queue[0]
             if self._paused and len(queue) < self._max_queue:
                 self._unpause()
         return item
@@ -420,7 +431,8 @@ class WebSocket:
         now = time.perf_counter()
         # a pong answers its ping and every ping sent before it (RFC 6455 5.5.3)
         while pings:
-            key, pending = pings.popitem(last=False)
+            key = next(iter(pings))
+            pending = pings.pop(key)
             pending._result.set(now - pending.sent)
             if key == payload:
                 self.latency = now - pending.sent

@@ -93,6 +93,10 @@ class Protocol:
     ``send_close(failure.code)`` and close the TCP connection.
     """
 
+    __slots__ = ("client", "max_frame_size", "max_message_size", "deflate", "close_sent",
+                 "close_received", "eof", "close_code", "close_reason", "failure", "_buf", "_op",
+                 "_compressed", "_parts", "_size", "_decoder", "_frame")
+
     def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
                  max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
         self.client = client
