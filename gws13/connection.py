@@ -35,6 +35,7 @@ __all__ = ["WebSocket", "PendingPing"]
 
 _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of batched frames that trigger a write at once
+_BATCH_ITEM = 4096  # messages up to this length (chars or bytes) may be batched
 _buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictionary()
 
 
@@ -260,21 +261,27 @@ class WebSocket:
         proto = self._proto
         if proto is None:
             proto = self._ensure()
-        pieces = proto.send_message(data, binary, compress)
-        if self._queue and len(pieces) == 1 and self._raw is not None:
+        if self._queue and self._raw is not None and len(data) <= _BATCH_ITEM:
             # More messages are already waiting for the application, which will
             # answer them before it blocks: batch the answers into one write,
             # made when this greenlet yields to the hub (or the batch is big).
-            self._out.append(pieces[0])
-            self._out_size += len(pieces[0])
+            # Encoding and queueing happen with no switch in between, so frames
+            # keep the order of a compressor's shared context.
+            for piece in proto.send_message(data, binary, compress):
+                self._out.append(piece)
+                self._out_size += len(piece)
             if self._out_size < _BATCH:
                 if not self._flush_scheduled:
                     self._flush_scheduled = True
                     self._loop.run_callback(self._flush_batch)
                 return
-            pieces = ()
+            with self._send_lock:
+                self._write(())
+            return
         with self._send_lock:
-            self._write(pieces)
+            # encoded under the lock: with permessage-deflate the order frames are
+            # compressed in must be the order they are written in
+            self._write(proto.send_message(data, binary, compress))
 
     def _take_out(self) -> bytes:
         out = b"".join(self._out)
