@@ -10,11 +10,15 @@ parameters (``accept_connection``, ``subprotocols``...) known.
 
 from __future__ import annotations
 
+import io
+import socket
 import sys
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
+from gevent import pywsgi
+from gevent import socket as gsocket
 from gevent.pywsgi import WSGIHandler
 
 from . import params as _params
@@ -24,7 +28,8 @@ from .exceptions import (AccessDenied, HandshakeError, UnexpectedError, Unsuppor
 from .handshake import check_request, is_upgrade_request, response_headers
 from .protocol import Protocol
 
-__all__ = ["WebSocketHandler", "negotiate", "error_response", "select_subprotocol"]
+__all__ = ["WebSocketHandler", "negotiate", "error_response", "select_subprotocol",
+           "websocket_from_environ", "finish_response"]
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required", 500: "Internal Server Error"}
 
@@ -32,8 +37,7 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required", 500: 
 def error_response(exc: HandshakeError, start_response: Callable) -> List[bytes]:
     """Answer a failed handshake: the error's status and a one-line reason."""
     body = (exc.reason or "bad WebSocket handshake").encode("utf-8") + b"\n"
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-               ("Connection", "close")]
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
     if isinstance(exc, UnsupportedVersion):
         headers.append(("Sec-WebSocket-Version", "13"))
     elif exc.status == 400:
@@ -69,6 +73,9 @@ def negotiate(environ: dict, params: Dict[str, Any]) -> Tuple[bytes, Protocol, O
     the chosen subprotocol and extensions header."""
     key = environ.get("gws13.key") or check_request(environ)
     subprotocol = select_subprotocol(environ, params)
+    if subprotocol is None and params.get("require_subprotocol"):
+        wanted = ", ".join(params.get("subprotocols") or ()) or "see the API's documentation"
+        raise HandshakeError(f"this endpoint requires a subprotocol (Sec-WebSocket-Protocol: {wanted})")
     deflate = extensions = None
     offer = environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
     if offer and params.get("compression") is not None:
@@ -176,8 +183,21 @@ class WebSocketHandler(WSGIHandler):
                 if hasattr(result, "close"):
                     result.close()
             raise AccessDenied(f"origin {ws.origin!r} refused")
-        head, proto, ws.subprotocol, ws.extensions = negotiate(environ, params)
+        try:
+            head, proto, ws.subprotocol, ws.extensions = negotiate(environ, params)
+        except HandshakeError as exc:  # e.g. no acceptable subprotocol: answer it, like a refusal
+            self._gws13_refused = True
+            ws._acceptor = None
+            for data in error_response(exc, self.start_response):
+                self.write(data)
+            raise AccessDenied(exc.reason, status=exc.status) from exc
         pending = _take_buffered(self.rfile, self.socket)
+        # the HTTP reader and its 8 KiB buffer would live as long as the connection
+        self.rfile = None
+        if getattr(self, "wsgi_input", None) is not None:
+            self.wsgi_input.rfile = None
+        if environ.get("wsgi.input") is not None and not isinstance(environ["wsgi.input"], io.BytesIO):
+            environ["wsgi.input"] = io.BytesIO()
         self.socket.sendall(head)
         ws._acceptor = None
         self.status = "101 Switching Protocols"
@@ -202,8 +222,239 @@ def _take_buffered(rfile: Any, sock: Any) -> bytes:
         sock.settimeout(previous)
 
 
+# True: a client that offers none of the acceptable subprotocols is answered
+# 400 instead of a 101 without Sec-WebSocket-Protocol.
+_params.define("require_subprotocol", False, _params._flag)
+
 
 def websocket_from_environ(environ: dict) -> Optional[WebSocket]:
     """A not-yet-accepted WebSocket for a request served by a handler other than
-    :class:`WebSocketHandler`, or None where the socket cannot be taken over."""
-    return None
+    :class:`WebSocketHandler`, or None where the socket cannot be taken over.
+
+    Supported: ``gevent.pywsgi`` with its stock ``WSGIHandler`` (or any subclass,
+    so also gunicorn's ``gevent_pywsgi`` worker), found through the handler's
+    read buffer in ``environ["wsgi.input"]``; and gunicorn's ``gevent`` worker,
+    through ``environ["gunicorn.socket"]``.  Plain sockets and TLS alike.
+    Anything else (threaded servers, gunicorn's sync/gthread workers) gives None.
+
+    Accepting (``with_websocket`` does it) writes the 101 on the socket itself
+    and leaves the server a connection that it neither answers nor reuses: the
+    request's response is the WebSocket, and the connection ends with it, when
+    the application returns.  The WebSocket gets the socket on loan: closing
+    it shuts the connection down and the server closes the descriptor, so a
+    response the server or a framework still writes fails harmlessly (EPIPE).
+    The application should return :func:`finish_response` (as
+    :func:`gws13.websocket_app` does): gunicorn's ``gevent`` worker needs it,
+    and it puts the 101 in pywsgi's access log.
+    """
+    ws = environ.get("wsgi.websocket")
+    if isinstance(ws, WebSocket):
+        return ws
+    if not is_upgrade_request(environ):
+        return None
+    takeover = _pywsgi_takeover(environ) or _gunicorn_takeover(environ)
+    if takeover is None:
+        return None
+    ws = WebSocket(environ=environ)
+    ws._acceptor = takeover.accept
+    environ["wsgi.websocket"] = ws
+    environ["wsgi.websocket_version"] = "13"
+    environ["gws13.takeover"] = takeover
+    return ws
+
+
+def finish_response(environ: dict, result: Iterable[bytes],
+                    start_response: Optional[Callable] = None) -> Iterable[bytes]:
+    """Return what a WSGI application should return once the WebSocket of
+    ``environ`` has ended: ``result`` itself, except after
+    :func:`websocket_from_environ` took a gunicorn ``gevent`` worker's socket
+    over, where it raises StopIteration, gunicorn's sign that the application
+    handled the connection itself (gunicorn then closes it without writing).
+
+    Given the server's own ``start_response``, it also records the 101 in a
+    pywsgi handler, so that access logs show it (gunicorn's ``gevent_pywsgi``
+    access log needs this).
+
+    :func:`gws13.websocket_app` calls it; integrations that call
+    :func:`gws13.with_websocket` on their own should return
+    ``finish_response(environ, with_websocket(...), start_response)``, or raise
+    StopIteration where their framework calls the WSGI response."""
+    takeover = environ.get("gws13.takeover")
+    if takeover is None or not takeover.used:
+        return result
+    if takeover.raise_stop_iteration:
+        raise StopIteration
+    handler = getattr(start_response, "__self__", None)
+    if isinstance(handler, WSGIHandler) and not handler.headers_sent:
+        # as WebSocketHandler does: the response (the 101, or a refusal) was
+        # written by the takeover, the handler has nothing more to write
+        handler.status = handler._orig_status = takeover.status
+        handler.code = int(takeover.status.split(None, 1)[0])
+        handler.response_headers = []
+        handler.response_length = takeover.sent
+        handler.headers_sent = True
+        handler.close_connection = True
+    return result
+
+
+class _Borrowed:
+    """A server's connection socket lent to a WebSocket.  ``close()`` ends the
+    TCP connection (shutdown) but leaves the descriptor to the server, which
+    closes it when its handler returns.  A response the server or framework
+    still writes afterwards (Bottle always calls ``start_response``) then fails
+    with EPIPE, which pywsgi and gunicorn ignore, instead of EBADF on a closed
+    socket, which they log as an error (or, worse, a write on a reused
+    descriptor number)."""
+
+    __slots__ = ("_wrapped",)
+
+    def __init__(self, sock: Any) -> None:
+        object.__setattr__(self, "_wrapped", sock)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+    def close(self) -> None:
+        try:
+            self._wrapped.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already reset by the peer
+
+
+class _Takeover:
+    """Accepts a WebSocket on a socket borrowed from a server that knows
+    nothing about WebSockets."""
+
+    #: the server must be told by StopIteration that the connection was handled
+    raise_stop_iteration = False
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = _Borrowed(sock)
+        #: True once the 101 or a refusal was written on the socket
+        self.used = False
+        #: the status line written, and the bytes of a refusal (for access logs)
+        self.status = ""
+        self.sent = 0
+
+    def pending(self) -> bytes:
+        """Bytes the server read past the request head (frames sent early)."""
+        return b""
+
+    def release(self) -> None:
+        """Make sure the server neither reuses nor answers on the connection."""
+
+    def accept(self, ws: WebSocket, params: Optional[Dict[str, Any]]) -> None:
+        if params is None:
+            params = _params.effective()
+        ws._acceptor = None
+        environ = ws.environ
+        if not params["accept_connection"](ws.origin):
+            self._answer(params["access_denied"], environ)
+            raise AccessDenied(f"origin {ws.origin!r} refused")
+        try:
+            head, proto, subprotocol, extensions = negotiate(environ, params)
+        except HandshakeError as exc:
+            self._answer(lambda env, start_response, error=exc: error_response(error, start_response),
+                         environ)
+            raise AccessDenied(exc.reason, status=exc.status) from exc
+        pending = self.pending()
+        self.release()
+        self.used = True
+        self.status = "101 Switching Protocols"
+        self.sock.sendall(head)
+        ws.subprotocol, ws.extensions = subprotocol, extensions
+        ws._start(self.sock, proto, params, pending)
+
+    def _answer(self, app: Callable, environ: dict) -> None:
+        """Write a whole HTTP response from the WSGI ``app`` and end the connection."""
+        response: List[Any] = []
+
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+            response[:] = [status, headers]
+            return chunks.append
+
+        chunks: List[bytes] = []
+        result = app(environ, start_response)
+        try:
+            chunks.extend(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        status, headers = response or ("500 Internal Server Error", [])
+        headers = [(k, v) for k, v in headers if k.lower() not in ("connection", "transfer-encoding")]
+        head = f"HTTP/1.1 {status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+        head += "Connection: close\r\n\r\n"
+        self.release()
+        self.used = True
+        self.status = status
+        data = head.encode("latin-1") + b"".join(chunks)
+        self.sent = len(data)
+        try:
+            self.sock.sendall(data)
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+class _PywsgiTakeover(_Takeover):
+    # The handler reads requests through a buffered file on the socket: closing
+    # it makes the handler's keep-alive loop stop after this request.  The
+    # handler writes nothing itself unless the application calls start_response
+    # (then the write fails with EPIPE on the shut-down connection, ignored).
+
+    def __init__(self, sock: Any, rfile: Any) -> None:
+        super().__init__(sock)
+        self.rfile = rfile
+
+    def pending(self) -> bytes:
+        return _take_buffered(self.rfile, self.sock._wrapped)
+
+    def release(self) -> None:
+        try:
+            self.rfile.close()
+        except (OSError, ValueError):
+            pass
+
+
+def _pywsgi_takeover(environ: dict) -> Optional[_Takeover]:
+    stream = environ.get("wsgi.input")
+    # upgrade requests get the handler's rfile itself; others an Input around it
+    rfile = stream.rfile if isinstance(stream, pywsgi.Input) else stream
+    sock = getattr(getattr(rfile, "raw", None), "_sock", None)
+    if not isinstance(sock, gsocket.socket) or getattr(rfile, "closed", True):
+        return None
+    return _PywsgiTakeover(sock, rfile)
+
+
+class _GunicornTakeover(_Takeover):
+    # gunicorn's gevent worker writes a response unless the application raises
+    # StopIteration (see finish_response; without start_response it would fail
+    # on a missing status); it closes the socket afterwards.
+    raise_stop_iteration = True
+
+    def __init__(self, sock: Any, environ: dict) -> None:
+        super().__init__(sock)
+        self.environ = environ
+
+    def pending(self) -> bytes:
+        reader = getattr(self.environ.get("wsgi.input"), "reader", None)
+        unreader = getattr(reader, "unreader", None)
+        if unreader is None:
+            return b""
+        take = getattr(unreader, "take_buffered", None)
+        if take is not None:
+            return take() or b""
+        buf = getattr(unreader, "buf", None)
+        if buf is None:
+            return b""
+        data = buf.getvalue()
+        unreader.buf = io.BytesIO()
+        return data
+
+
+def _gunicorn_takeover(environ: dict) -> Optional[_Takeover]:
+    sock = environ.get("gunicorn.socket")
+    # only the gevent worker: sync/gthread workers block a thread per connection
+    if not isinstance(sock, gsocket.socket):
+        return None
+    return _GunicornTakeover(sock, environ)
