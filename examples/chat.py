@@ -1,15 +1,21 @@
 """A small chat room served by gws13 on gevent.pywsgi.
 
-    python examples/chat.py [--host 127.0.0.1] [--port 8000]
+    python examples/chat.py [--host 127.0.0.1] [--port 8000] [--redis redis://127.0.0.1:6379/0]
 
 Open http://127.0.0.1:8000 in two browser tabs: every message typed in one
 appears in all of them.  The page is served at ``/``, the WebSocket lives at
-``/ws`` and ``/stats`` reports the open connections as JSON.
+``/ws``, ``/stats`` reports the open connections as JSON and ``/metrics`` the
+hub's counters as text.
+
+Fan-out goes through a :class:`gws13.Hub`: in-process by default; with
+``--redis URL`` several chat processes (on one machine or many) share the
+room, e.g. two of them on ports 8000 and 8001 with the same URL.
 """
 
 import argparse
 import itertools
 import json
+import os
 
 from gevent import pywsgi
 
@@ -68,30 +74,31 @@ document.getElementById("form").onsubmit = (event) => {
 </html>
 """
 
-clients = set()
+ROOM = "chat"
+#: replaced by a Redis-backed hub with --redis
+hub = gws13.Hub()
 names = itertools.count(1)
+# with Redis, several processes hand out names: tell theirs apart
+name_suffix = ""
 
 
 def broadcast(message):
-    data = json.dumps(message)
-    for ws in list(clients):
-        try:
-            ws.send(data)
-        except gws13.ConnectionClosed:
-            clients.discard(ws)
+    """Send ``message`` to everyone in the room (in every process, with Redis).
+    Never blocks: a slow reader is closed by the hub (policy "close")."""
+    hub.publish(ROOM, json.dumps(message))
 
 
 def chat(ws):
-    name = f"guest-{next(names)}"
+    name = f"guest-{next(names)}{name_suffix}"
     ws.send(json.dumps({"type": "welcome", "name": name}))
-    clients.add(ws)
+    hub.join(ws, ROOM)  # left automatically when the connection closes
     broadcast({"type": "notice", "text": f"{name} joined"})
     try:
         for text in ws:
             if isinstance(text, str) and text.strip():
                 broadcast({"type": "message", "name": name, "text": text[:2000]})
     finally:
-        clients.discard(ws)
+        hub.leave(ws, ROOM)
         broadcast({"type": "notice", "text": f"{name} left"})
 
 
@@ -100,9 +107,13 @@ def app(environ, start_response):
     if path == "/ws":
         return gws13.with_websocket(environ, start_response, chat)
     if path == "/stats":
-        body = json.dumps({"connections": len(clients)}).encode()
+        stats = hub.stats()
+        body = json.dumps({"connections": stats["connections"], "hub": stats}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]
+    if path == "/metrics":
+        start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+        return [hub.metrics_text().encode()]
     if path == "/":
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
         return [PAGE.encode()]
@@ -111,12 +122,21 @@ def app(environ, start_response):
 
 
 def main(argv=None):
+    global hub, name_suffix
     parser = argparse.ArgumentParser(description="gws13 chat demo")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--redis", metavar="URL",
+                        help="share the room with other chat processes through Redis "
+                             "(redis://host:port/db)")
     args = parser.parse_args(argv)
+    if args.redis:
+        hub = gws13.Hub(args.redis)
+        hub.start()
+        name_suffix = f"@{os.getpid()}"
     server = pywsgi.WSGIServer((args.host, args.port), app, handler_class=gws13.WebSocketHandler)
-    print(f"gws13 chat on http://{args.host}:{args.port}/", flush=True)
+    via = " (rooms shared through Redis)" if args.redis else ""
+    print(f"gws13 chat on http://{args.host}:{args.port}/{via}", flush=True)
     server.serve_forever()
 
 

@@ -1,0 +1,379 @@
+"""The Redis backend of :class:`gws13.Hub`: fan-out across workers and machines.
+
+Per process (per hub), two connections to Redis, each owned by one greenlet:
+
+* a **subscriber**, ``PSUBSCRIBE <prefix>*``: every room's messages arrive on
+  it and are handed to this process's members.  It answers the question "is
+  the link alive" with a ``PING`` after ``ping_interval`` seconds of silence
+  and reconnects (with back-off up to ``max_backoff`` seconds) whenever the
+  connection breaks or a ping goes unanswered.
+* a **publisher**: :meth:`Hub.publish` only appends to a bounded outbox
+  (``outbox_size`` messages); the publisher greenlet sends what has
+  accumulated as one pipeline of ``PUBLISH <prefix><room> <body>`` commands.
+  A batch whose replies did not all come back is sent again after the
+  reconnection (it may or may not have reached Redis).
+
+Every body starts with a 20-byte header: a magic, the message type, an id
+drawn at random per process and a sequence number.  Subscribers remember the
+last sequence number seen from each publisher and drop anything not newer:
+a batch sent twice is delivered once, and a publisher's messages are
+delivered in the order it published them.  Messages from other Redis clients
+(``redis-cli PUBLISH gws13:lobby hello``) carry no header: they are sent as
+text when they are UTF-8, else as binary.
+
+What is lost: anything published while the subscriber of a process is
+disconnected never reaches that process's members (Redis pub/sub keeps no
+history), and the oldest messages in a full outbox.  Both are counted.
+
+The connections use gevent sockets, so the backend cooperates with gevent
+whether or not the process is monkey-patched (``rediss://`` and ``unix://``
+use redis-py's own connection classes, which need monkey patching).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import struct
+import sys
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import gevent
+import gevent.socket
+from gevent.event import Event
+from gevent import monkey
+
+try:
+    import redis  # noqa: F401
+    from redis.backoff import NoBackoff
+    from redis.connection import Connection, parse_url
+    from redis.exceptions import RedisError
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("gws13.Hub with a redis:// URL needs the redis package: "
+                      "pip install redis (or gws13[redis])") from exc
+try:  # the pure-Python parser: hiredis's would block the hub on select()
+    from redis._parsers import _RESP2Parser as _Parser
+except ImportError:  # pragma: no cover - older redis-py
+    from redis.connection import PythonParser as _Parser  # type: ignore[attr-defined,no-redef]
+
+try:
+    from gevent._hub_local import get_hub_if_exists as _current_hub
+except ImportError:  # pragma: no cover - older gevent
+    from gevent.hub import _get_hub as _current_hub  # type: ignore[attr-defined,no-redef]
+
+__all__ = ["RedisBackend"]
+
+_MAGIC = b"\x00G1"
+_HEAD = struct.Struct("!3sc8sQ")  # magic, b"t"/b"b", publisher id, sequence number
+_KEEP_PUBLISHERS = 10000  # publishers remembered for de-duplication
+_allocate_lock = monkey.get_original("_thread", "allocate_lock")
+_ERRORS = (RedisError, OSError)
+
+
+class _GeventConnection(Connection):
+    """redis-py's TCP connection on a gevent socket (cooperative without
+    monkey patching)."""
+
+    def _connect(self) -> Any:
+        error: Optional[BaseException] = None
+        for family, socktype, proto, _, address in gevent.socket.getaddrinfo(
+                self.host, self.port, self.socket_type, socket.SOCK_STREAM):
+            sock = gevent.socket.socket(family, socktype, proto)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.socket_keepalive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                    for key, value in self.socket_keepalive_options.items():
+                        sock.setsockopt(socket.IPPROTO_TCP, key, value)
+                sock.settimeout(self.socket_connect_timeout)
+                sock.connect(address)
+                sock.settimeout(self.socket_timeout)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        raise error if error is not None else OSError("getaddrinfo returned nothing")
+
+
+def _glob_escape(data: bytes) -> bytes:
+    out = bytearray()
+    for byte in data:
+        if byte in b"*?[]\\":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+class RedisBackend:
+    """Redis pub/sub transport for a :class:`gws13.Hub` (made by the hub from
+    its URL; keyword arguments come from ``Hub(..., redis_options={...})``).
+
+    ``prefix``: channel name prefix (pub/sub ignores the URL's db number, so
+    use different prefixes to keep applications on one Redis apart).
+    ``outbox_size``: messages waiting to be published before the oldest are
+    dropped (during an outage).  ``ping_interval``: seconds of silence on the
+    subscription before a PING; no answer within as long again means
+    reconnect.  ``socket_timeout``/``connect_timeout``: seconds for one Redis
+    reply / one connection attempt.  ``max_backoff``: the longest pause
+    between reconnection attempts.  ``batch``: most PUBLISH commands in one
+    pipeline.
+    """
+
+    name = "redis"
+
+    def __init__(self, hub: Any, url: str, *, prefix: str = "gws13:", outbox_size: int = 1000,
+                 ping_interval: float = 5.0, socket_timeout: float = 5.0,
+                 connect_timeout: float = 2.0, max_backoff: float = 1.0, batch: int = 256) -> None:
+        kwargs = parse_url(url)
+        connection_class = kwargs.pop("connection_class", None) or _GeventConnection
+        # RESP2: pub/sub messages are plain replies (RESP3 would route them to push handlers)
+        kwargs.update(socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
+                      parser_class=_Parser, health_check_interval=0, protocol=2)
+        self.url = url
+        self._hub = hub
+        self._connection_class = connection_class
+        self._connection_kwargs = kwargs
+        self._prefix = prefix.encode("utf-8")
+        self._pattern = _glob_escape(self._prefix) + b"*"
+        self.outbox_size = outbox_size
+        self.ping_interval = ping_interval
+        self.socket_timeout = socket_timeout
+        self.max_backoff = max_backoff
+        self.batch = batch
+        self._lock = _allocate_lock()
+        self._pid: Optional[int] = None
+        self._owner: Any = None
+        self._running = False
+        self._greenlets: List[gevent.Greenlet] = []
+        self._wake: Optional[Event] = None
+        self._publisher_id = os.urandom(8)
+        self._seq = 0
+        self._outbox: Deque[Tuple[bytes, bytes]] = collections.deque()
+        self._seen: "collections.OrderedDict[bytes, int]" = collections.OrderedDict()
+        self.connected = False
+        self.publisher_connected = False
+        self.subscribed = False
+        self._subscribed_before = False
+        self.reconnects = 0
+        self.errors = 0
+        self.outbox_dropped = 0
+        self.duplicates = 0
+        self.received = 0
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Start both greenlets in the current thread's hub (once per process:
+        a forked child starts its own)."""
+        if self._running and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._running and self._pid == os.getpid():
+                return
+            if self._pid is not None and self._pid != os.getpid():
+                # forked: the parent's connections and greenlets are not ours
+                self._greenlets = []
+                self._outbox.clear()
+                self._publisher_id = os.urandom(8)
+                self._seq = 0
+                self.connected = self.subscribed = self.publisher_connected = False
+            self._pid = os.getpid()
+            self._owner = gevent.get_hub()
+            self._wake = Event()
+            self._running = True
+            self._greenlets = [gevent.spawn(self._subscribe_loop), gevent.spawn(self._publish_loop)]
+
+    def stop(self) -> None:
+        """Stop both greenlets and close their connections."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            greenlets, self._greenlets = self._greenlets, []
+        if self._pid != os.getpid():
+            return
+        if _current_hub() is self._owner:
+            gevent.killall(greenlets, block=False)
+        else:
+            self._owner.loop.run_callback_threadsafe(gevent.killall, greenlets, gevent.GreenletExit, False)
+
+    def _alive(self) -> bool:
+        return self._running and self._pid == os.getpid()
+
+    @property
+    def ready(self) -> bool:
+        return self.subscribed
+
+    def _connect(self) -> Any:
+        connection = self._connection_class(socket_timeout=self.socket_timeout, **self._connection_kwargs)
+        connection.connect()
+        return connection
+
+    @staticmethod
+    def _disconnect(connection: Any) -> None:
+        try:
+            connection.disconnect()
+        except Exception:
+            pass
+
+    def _pause(self, backoff: float) -> float:
+        """Sleep ``backoff`` seconds; return the next, longer pause."""
+        gevent.sleep(backoff)
+        return min(max(backoff * 2, 0.05), self.max_backoff)
+
+    # -- publishing ------------------------------------------------------------
+    def publish(self, room: str, payload: bytes, binary: bool) -> None:
+        """Queue a message for the publisher greenlet; never blocks."""
+        self.start()
+        if _current_hub() is self._owner:
+            self._enqueue(room, payload, binary)
+        else:
+            self._owner.loop.run_callback_threadsafe(self._enqueue, room, payload, binary)
+
+    def _enqueue(self, room: str, payload: bytes, binary: bool) -> None:
+        self._seq += 1
+        body = _HEAD.pack(_MAGIC, b"b" if binary else b"t", self._publisher_id, self._seq) + payload
+        outbox = self._outbox
+        if len(outbox) >= self.outbox_size:
+            outbox.popleft()
+            self.outbox_dropped += 1
+        outbox.append((self._prefix + room.encode("utf-8"), body))
+        if self._wake is not None:
+            self._wake.set()
+
+    def _publish_loop(self) -> None:
+        outbox = self._outbox
+        connection = None
+        backoff = 0.0
+        try:
+            while self._alive():
+                if not outbox:
+                    self._wake.clear()
+                    self._wake.wait()
+                    continue
+                if connection is None:
+                    try:
+                        connection = self._connect()
+                    except _ERRORS:
+                        self.errors += 1
+                        backoff = self._pause(backoff)
+                        continue
+                    self.publisher_connected = True
+                batch = [outbox.popleft() for _ in range(min(len(outbox), self.batch))]
+                try:
+                    connection.send_packed_command(
+                        connection.pack_commands([(b"PUBLISH", channel, body) for channel, body in batch]),
+                        check_health=False)
+                    for _ in batch:
+                        connection.read_response()
+                except _ERRORS:
+                    # unknown whether Redis got them: send again (subscribers drop repeats)
+                    outbox.extendleft(reversed(batch))
+                    while len(outbox) > self.outbox_size:
+                        outbox.popleft()
+                        self.outbox_dropped += 1
+                    self.errors += 1
+                    self.publisher_connected = False
+                    self._disconnect(connection)
+                    connection = None
+                    backoff = self._pause(backoff)
+                    continue
+                backoff = 0.0
+        finally:
+            self.publisher_connected = False
+            if connection is not None and self._pid == os.getpid():
+                self._disconnect(connection)
+
+    # -- subscribing -----------------------------------------------------------
+    def _subscribe_loop(self) -> None:
+        backoff = 0.0
+        while self._alive():
+            connection = None
+            try:
+                connection = self._connect()
+                connection.send_command(b"PSUBSCRIBE", self._pattern, check_health=False)
+                self.connected = True
+                pinged = False
+                while self._alive():
+                    if connection.can_read(timeout=self.ping_interval):
+                        reply = connection.read_response()
+                        pinged = False
+                        backoff = 0.0
+                        self._on_reply(reply)
+                        gevent.sleep(0)  # a burst of fan-outs must not starve the other greenlets
+                    elif pinged:
+                        raise TimeoutError("Redis did not answer a PING")
+                    else:
+                        connection.send_command(b"PING", check_health=False)
+                        pinged = True
+            except _ERRORS:
+                self.errors += 1
+            except gevent.GreenletExit:
+                raise
+            except Exception:
+                self.errors += 1
+                gevent.get_hub().handle_error(None, *sys.exc_info())
+            finally:
+                self.connected = self.subscribed = False
+                if connection is not None and self._pid == os.getpid():
+                    self._disconnect(connection)
+            if self._alive():
+                backoff = self._pause(backoff)
+
+    def _on_reply(self, reply: Any) -> None:
+        if not isinstance(reply, list) or not reply:
+            return
+        kind = reply[0]
+        if kind == b"pmessage" and len(reply) == 4:
+            self._on_message(reply[2], reply[3])
+        elif kind == b"psubscribe":
+            self.subscribed = True
+            if self._subscribed_before:
+                self.reconnects += 1
+            self._subscribed_before = True
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        prefix = self._prefix
+        if not channel.startswith(prefix):
+            return
+        room = channel[len(prefix):].decode("utf-8", "replace")
+        if data[:3] == _MAGIC and len(data) >= _HEAD.size:
+            _, kind, publisher, seq = _HEAD.unpack_from(data)
+            seen = self._seen
+            last = seen.get(publisher)
+            if last is not None:
+                if seq <= last:
+                    self.duplicates += 1
+                    return
+                seen.move_to_end(publisher)
+            elif len(seen) >= _KEEP_PUBLISHERS:
+                seen.popitem(last=False)
+            seen[publisher] = seq
+            payload = data[_HEAD.size:]
+            binary = kind == b"b"
+        else:  # from another Redis client
+            payload = data
+            try:
+                data.decode("utf-8")
+                binary = False
+            except UnicodeDecodeError:
+                binary = True
+        self.received += 1
+        try:
+            self._hub._fanout(room, payload, binary)
+        except Exception:  # report it, keep the subscription
+            gevent.get_hub().handle_error(None, *sys.exc_info())
+
+    def stats(self) -> Dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "subscribed": self.subscribed,
+            "publisher_connected": self.publisher_connected,
+            "reconnects": self.reconnects,
+            "errors": self.errors,
+            "outbox": len(self._outbox),
+            "outbox_dropped": self.outbox_dropped,
+            "duplicates": self.duplicates,
+            "redis_received": self.received,
+        }
