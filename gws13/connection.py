@@ -36,6 +36,7 @@ __all__ = ["WebSocket", "PendingPing"]
 _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of batched frames that trigger a write at once
 _BATCH_ITEM = 4096  # messages up to this length (chars or bytes) may be batched
+_BATCHABLE = (str, bytes)
 _buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictionary()
 
 
@@ -261,7 +262,8 @@ class WebSocket:
         proto = self._proto
         if proto is None:
             proto = self._ensure()
-        if self._queue and self._raw is not None and len(data) <= _BATCH_ITEM:
+        if (self._queue and self._raw is not None and data.__class__ in _BATCHABLE
+                and len(data) <= _BATCH_ITEM):
             # More messages are already waiting for the application, which will
             # answer them before it blocks: batch the answers into one write,
             # made when this greenlet yields to the hub (or the batch is big).
