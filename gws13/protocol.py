@@ -80,6 +80,16 @@ class Close:
 Event = Union[Message, Ping, Pong, Close]
 
 
+def _whole(text: bool, payload: bytes) -> Message:
+    """The message of one unfragmented, uncompressed frame."""
+    if text:
+        try:
+            return Message(payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidData("text message is not valid UTF-8") from None
+    return Message(payload)
+
+
 class Protocol:
     """One side of a WebSocket connection.
 
@@ -186,15 +196,8 @@ class Protocol:
                 # the common case, kept lean: a small masked single-frame message
                 end = pos + 6 + length
                 if end <= n:
-                    payload = apply_mask(mv[pos + 6:end], mv[pos + 2:pos + 6])
+                    events.append(_whole(b0 == 0x81, apply_mask(mv[pos + 6:end], mv[pos + 2:pos + 6])))
                     pos = end
-                    if b0 == 0x81:
-                        try:
-                            events.append(Message(payload.decode("utf-8")))
-                        except UnicodeDecodeError:
-                            raise InvalidData("text message is not valid UTF-8") from None
-                    else:
-                        events.append(Message(payload))
                     continue
                 if b0 == 0x82:
                     break  # wait for the rest; a partial text frame goes on to be checked early
@@ -281,14 +284,7 @@ class Protocol:
         if opcode != OP_CONT:
             rsv = b0 & 0x70
             if b0 & 0x80 and not rsv:
-                # the common case: a whole message in one frame
-                if opcode == OP_TEXT:
-                    try:
-                        events.append(Message(payload.decode("utf-8")))
-                    except UnicodeDecodeError:
-                        raise InvalidData("text message is not valid UTF-8") from None
-                else:
-                    events.append(Message(payload))
+                events.append(_whole(opcode == OP_TEXT, payload))  # a whole message in one frame
                 return
             self._start(opcode, rsv)
         self._feed(payload)

@@ -6,8 +6,13 @@ sockets, requests) can drive it from the test's thread."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import gevent
 import pytest
@@ -171,3 +176,36 @@ class RawClient:
 
     def close(self):
         self.sock.close()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_example(script, log_path, *args):
+    """Run ``examples/<script> --port 0 [args]`` (output to ``log_path``);
+    return (process, port) once it prints the address it listens on."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", script), "--port", "0",
+                                 *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    match = None
+    while match is None and proc.poll() is None and time.monotonic() < deadline:
+        with open(log_path, "rb") as log:
+            match = re.search(rb"(?:http|ws)://127\.0\.0\.1:(\d+)/", log.read())
+        if match is None:
+            time.sleep(0.05)
+    if match is None:
+        stop_process(proc)
+        with open(log_path, "rb") as log:
+            raise RuntimeError(f"{script} did not start: {log.read()[-2000:]!r}")
+    return proc, int(match.group(1))
+
+
+def stop_process(proc, timeout=10):
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -9,12 +9,7 @@ which monkey-patches as Bottle requires under gevent."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 
@@ -25,10 +20,9 @@ ws_exceptions = pytest.importorskip("websockets.exceptions")
 
 from gws13.bottle import websocket  # noqa: E402
 
-from conftest import RawClient  # noqa: E402
+from conftest import RawClient, start_example, stop_process  # noqa: E402
 
 TIMEOUT = 5
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def connect(url: str, **kwargs):
@@ -294,37 +288,13 @@ def test_under_the_stock_pywsgi_handler(serve):
 
 # -- the example, as its users run it (monkey-patched, in its own process) -----
 
-def start_example(script: str, log_path: str):
-    """Run ``examples/<script> --port 0`` (output to ``log_path``); return
-    (process, port) once it listens."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", script), "--port", "0"],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    match = None
-    while match is None and proc.poll() is None and time.monotonic() < deadline:
-        with open(log_path, "rb") as log:
-            match = re.search(rb"http://127\.0\.0\.1:(\d+)/", log.read())
-        if match is None:
-            time.sleep(0.05)
-    if match is None:
-        proc.kill()
-        proc.wait(5)
-        with open(log_path, "rb") as log:
-            pytest.fail(f"{script} did not start: {log.read()[-2000:]!r}")
-    return proc, int(match.group(1))
 
 
 @pytest.fixture
 def bottle_example(tmp_path):
     proc, port = start_example("bottle_app.py", str(tmp_path / "bottle_app.log"))
     yield port
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    stop_process(proc)
 
 
 def test_example_serves_page_echo_and_rooms_concurrently(bottle_example):

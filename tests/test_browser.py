@@ -24,6 +24,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 import gws13  # noqa: E402
+from conftest import stop_process  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = os.environ.get("GWS13_CHROMIUM", "/usr/bin/chromium")
@@ -81,12 +82,7 @@ def chat_server(tmp_path):
         wait_until(up, what="chat.py to listen")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import websocket  # websocket-client
 from websockets.sync.client import connect as websockets_connect
 
 import gws13
-from gws13.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_close
+from gws13.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_close
 from gws13.protocol import Close, Message, Ping, Pong
 from conftest import RawClient
 
@@ -273,7 +273,6 @@ def test_pings_answered_and_close_noticed_while_handler_only_sends(serve):
     out = queue.Queue()
 
     def push_only(ws):
-        start = None
         while not ws.closed:
             try:
                 ws.send("tick")

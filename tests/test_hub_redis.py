@@ -87,27 +87,6 @@ def app(environ, start_response):
     return gws13.with_websocket(environ, start_response, _session)
 
 
-def _worker_class() -> str:
-    """The gws13 gunicorn worker, or a stand-in until gws13/gunicorn.py exists."""
-    try:
-        from gws13.gunicorn import GeventWebSocketWorker  # noqa: F401
-        return "gws13.gunicorn.GeventWebSocketWorker"
-    except ImportError:
-        return "test_hub_redis.FallbackWorker"
-
-
-try:  # a stand-in worker: gunicorn's gevent pywsgi worker with the gws13 handler
-    from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
-
-    class _FallbackHandler(gws13.WebSocketHandler, PyWSGIHandler):
-        pass
-
-    class FallbackWorker(GeventPyWSGIWorker):
-        wsgi_handler = _FallbackHandler
-except ImportError:  # pragma: no cover
-    pass
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -223,7 +202,7 @@ class Processes:
     def gunicorn(self, workers: int = 2) -> int:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", _worker_class(),
+            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gws13.gunicorn.GeventWebSocketWorker",
              "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--log-level", "warning",
              "test_hub_redis:app"], env=self.env, cwd=ROOT)
         self.procs.append(proc)
