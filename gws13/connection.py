@@ -16,6 +16,7 @@ serialised by a lock so concurrent greenlets never interleave frames.
 
 from __future__ import annotations
 
+import heapq
 import socket
 import struct
 import sys
@@ -47,6 +48,68 @@ def _read_buffer(hub) -> memoryview:
     if view is None:
         view = _buffers[hub] = memoryview(bytearray(1 << 16))
     return view
+
+
+class _Scheduler:
+    """One libev timer per hub for every connection's keepalive ping and idle
+    deadline: a heap of ``(deadline, seq, ws)``.  With 10,000 connections this
+    is 10,000 heap entries instead of 10,000 timers re-created every interval.
+    A connection has one live entry (``ws._deadline``); entries of connections
+    that were dropped are skipped when they come up."""
+
+    __slots__ = ("_loop", "_heap", "_timer", "_at", "_seq")
+
+    def __init__(self, loop) -> None:
+        self._loop = loop
+        self._heap: list = []
+        self._timer: Any = None
+        self._at: Optional[float] = None
+        self._seq = 0
+
+    def schedule(self, ws: "WebSocket", deadline: float) -> None:
+        self._seq += 1
+        ws._deadline = deadline
+        heapq.heappush(self._heap, (deadline, self._seq, ws))
+        if self._at is None or deadline < self._at:
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+        self._at = deadline
+        self._timer = self._loop.timer(max(deadline - self._loop.now(), 0.0005))
+        self._timer.start(self._fire)
+
+    def _fire(self) -> None:
+        self._timer.close()
+        self._timer = None
+        self._at = float("-inf")  # while firing, schedule() does not arm: done once below
+        heap = self._heap
+        # a millisecond of slack lets connections due together be served in one go
+        limit = self._loop.now() + 0.001
+        while heap and heap[0][0] <= limit:
+            deadline, _, ws = heapq.heappop(heap)
+            if ws._deadline != deadline:
+                continue  # dropped, or a stale entry
+            ws._deadline = None
+            try:
+                ws._on_timer()
+            except Exception:
+                get_hub().handle_error(ws, *sys.exc_info())
+        self._at = None
+        if heap:
+            self._arm(heap[0][0])
+
+
+_schedulers: "weakref.WeakKeyDictionary[Any, _Scheduler]" = weakref.WeakKeyDictionary()
+
+
+def _scheduler(hub) -> _Scheduler:
+    scheduler = _schedulers.get(hub)
+    if scheduler is None:
+        scheduler = _schedulers[hub] = _Scheduler(hub.loop)
+    return scheduler
 
 
 class _Closed:
@@ -94,10 +157,10 @@ class WebSocket:
     __slots__ = (
         "environ", "subprotocol", "extensions", "latency", "failure", "__weakref__",
         "_sock", "_client", "_params", "_proto", "_acceptor", "_queue", "_waiters", "_send_lock",
-        "_done", "_pings", "_ping_seq", "_io", "_reader", "_resume", "_paused", "_timer",
+        "_done", "_pings", "_ping_seq", "_io", "_reader", "_resume", "_paused", "_deadline",
         "_dropped", "_deferred", "_grace", "_close_callbacks", "_out", "_out_size",
         "_flush_scheduled", "_max_queue", "_drop_pings", "_hub", "_loop", "_last_seen",
-        "_last_ping", "_raw", "_rbuf",
+        "_last_ping", "_keepalive", "_raw", "_rbuf",
     )
 
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
@@ -126,7 +189,10 @@ class WebSocket:
         self._reader: Any = None
         self._resume: Optional[Event] = None
         self._paused = False
-        self._timer: Any = None
+        # this connection's entry in its hub's _Scheduler (None: not scheduled)
+        self._deadline: Optional[float] = None
+        # the last keepalive ping: (payload, time sent)
+        self._keepalive: Optional[tuple] = None
         self._dropped = False
         # the close reply or failure close that waits for the application to take
         # the messages that arrived before it (see _defer)
@@ -434,6 +500,10 @@ class WebSocket:
         self._wake()
 
     def _on_pong(self, payload: bytes) -> None:
+        keepalive = self._keepalive
+        if keepalive is not None and keepalive[0] == payload:
+            self.latency = time.perf_counter() - keepalive[1]
+            self._keepalive = None
         pings = self._pings
         if payload not in pings:
             return
@@ -587,13 +657,10 @@ class WebSocket:
             deadlines.append(self._last_ping + interval)
         if idle:
             deadlines.append(self._last_seen + idle)
-        delay = max(min(deadlines) - self._loop.now(), 0.001)
-        self._timer = self._loop.timer(delay)
-        self._timer.start(self._on_timer)
+        _scheduler(self._hub).schedule(self, min(deadlines))
 
     def _on_timer(self) -> None:
-        # runs in the hub
-        self._timer = None
+        # runs in the hub, called by the _Scheduler
         proto = self._proto
         if self._dropped or proto.close_sent or proto.close_received:
             return
@@ -615,7 +682,7 @@ class WebSocket:
             self._last_ping = now
             self._ping_seq += 1
             payload = _PING.pack(self._ping_seq)
-            self._pings[payload] = PendingPing(payload, time.perf_counter())
+            self._keepalive = (payload, time.perf_counter())
             self._send_soon(proto.send_ping(payload))
         self._arm_timer()
 
@@ -651,10 +718,7 @@ class WebSocket:
         if self._io is not None:
             self._io.stop()
             self._io.close()
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer.close()
-            self._timer = None
+        self._deadline = None  # the scheduler skips this connection's entry
         if self._resume is not None:
             self._resume.set()
         proto = self._proto

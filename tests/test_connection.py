@@ -494,3 +494,28 @@ def test_environ_path_uses_parameters_and_parameterize(serve):
     raw = RawClient(srv.port)
     assert isinstance(raw.next_event(timeout=2), Ping)
     raw.close()
+
+
+def test_one_scheduler_keeps_each_connections_own_interval(serve):
+    def app(environ, start_response):
+        interval = float(environ["QUERY_STRING"])
+        return gws13.with_websocket(environ, start_response, lambda ws: ws.receive(),
+                                    ping_interval=interval, connection_timeout=0)
+
+    srv = serve(app)
+    fast, slow = RawClient(srv.port, "/?0.05"), RawClient(srv.port, "/?0.3")
+    counts = {}
+    for name, raw in (("fast", fast), ("slow", slow)):
+        raw.sock.settimeout(0.05)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        for name, raw in (("fast", fast), ("slow", slow)):
+            try:
+                data = raw.sock.recv(4096)
+            except OSError:
+                continue
+            counts[name] = counts.get(name, 0) + sum(isinstance(e, Ping) for e in raw.proto.receive_data(data))
+    assert 10 <= counts.get("fast", 0) <= 21
+    assert 2 <= counts.get("slow", 0) <= 4
+    fast.close()
+    slow.close()
