@@ -665,11 +665,10 @@ def test_gws13_client_to_gws13_server(serve):
     assert all(results["echo"]) and len(results["echo"]) == 20
 
 
-@pytest.mark.xfail(reason="connection.WebSocket.send compresses outside the send lock: with context "
-                          "takeover, concurrent senders on a congested socket can write frames in a "
-                          "different order than they were compressed (silent corruption); fix: call "
-                          "send_message inside `with self._send_lock`", strict=False)
 def test_concurrent_senders_keep_the_compressed_stream_in_order(serve):
+    """With context takeover, frames must be written in the order they were
+    compressed, also when greenlets queue on a congested socket's send lock
+    (gevent's lock lets a releasing greenlet take it again first)."""
     senders, count = 4, 40
 
     def make(rnd: random.Random) -> bytes:
