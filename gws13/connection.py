@@ -36,6 +36,8 @@ __all__ = ["WebSocket", "PendingPing"]
 
 _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of batched frames that trigger a write at once
+_READ_SIZE = 1 << 18  # one recv; the buffer is shared by a hub's connections
+_READ_BURST = 4  # recvs in one readiness callback while the buffer comes back full
 _BATCH_ITEM = 4096  # messages up to this length (chars or bytes) may be batched
 _BATCHABLE = (str, bytes)
 _buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictionary()
@@ -46,7 +48,7 @@ def _read_buffer(hub) -> memoryview:
     # plain-socket connections of one hub share one receive buffer.
     view = _buffers.get(hub)
     if view is None:
-        view = _buffers[hub] = memoryview(bytearray(1 << 16))
+        view = _buffers[hub] = memoryview(bytearray(_READ_SIZE))
     return view
 
 
@@ -449,16 +451,23 @@ class WebSocket:
     # -- reading ---------------------------------------------------------------
     def _on_readable(self) -> None:
         # runs in the hub: no blocking here
-        try:
-            n = self._raw.recv_into(self._rbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = 0
-        if n:
-            self._data_received(self._rbuf[:n])
-        else:
-            self._lost()
+        raw, view = self._raw, self._rbuf
+        # A full buffer means more is waiting (a large message arriving): take a
+        # few more reads in this turn of the loop, bounded so that other
+        # connections still get theirs.
+        for _ in range(_READ_BURST):
+            try:
+                n = raw.recv_into(view)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                n = 0
+            if not n:
+                self._lost()
+                return
+            self._data_received(view[:n])
+            if n < _READ_SIZE or self._paused or self._dropped:
+                return
 
     def _read_loop(self) -> None:
         buf = bytearray(1 << 14)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import weakref
 from typing import Any, Callable, Dict, Iterator, Tuple
 
 from greenlet import getcurrent
@@ -104,27 +103,46 @@ def validate(values: Dict[str, Any]) -> Dict[str, Any]:
 
 
 _defaults: Dict[str, Any] = {name: check(name, default) for name, (default, check) in _SPEC.items()}
-# greenlet -> stack of override dicts from parameterize blocks
-_overrides: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+# Each greenlet keeps its stack of override dicts (from parameterize blocks) in
+# this attribute: it dies with the greenlet, and reading it is one lookup.
+_LAYERS = "_gws13_layers"
+
+
+def _stack(g) -> list:
+    stack = getattr(g, _LAYERS, None)
+    if stack is None:
+        stack = []
+        setattr(g, _LAYERS, stack)
+    return stack
+
+
+def _layers() -> list:
+    """Override layers in force here, nearest first: this greenlet's blocks,
+    then those of the greenlet that spawned it, and so on."""
+    found = []
+    g = getcurrent()
+    while g is not None:
+        stack = getattr(g, _LAYERS, None)
+        if stack:
+            found.extend(reversed(stack))
+        ref = getattr(g, "spawning_greenlet", None)
+        g = ref() if ref is not None else None
+    return found
 
 
 def _lookup(name: str) -> Any:
-    g = getcurrent()
-    while g is not None:
-        stack = _overrides.get(g)
-        if stack:
-            for layer in reversed(stack):
-                if name in layer:
-                    return layer[name]
-        ref = getattr(g, "spawning_greenlet", None)
-        g = ref() if ref is not None else None
+    for layer in _layers():
+        if name in layer:
+            return layer[name]
     return _defaults[name]
 
 
 def effective(**call_values: Any) -> Dict[str, Any]:
     """A snapshot of every parameter as seen from the current greenlet, with
     ``call_values`` (validated here) on top."""
-    values = {name: _lookup(name) for name in _SPEC}
+    values = dict(_defaults)
+    for layer in reversed(_layers()):
+        values.update((k, v) for k, v in layer.items() if k in _SPEC)
     values.update(validate(call_values))
     return values
 
@@ -164,7 +182,7 @@ def parameterize(**values: Any) -> Iterator[None]:
     for unknown names or bad values."""
     layer = validate(values)
     g = getcurrent()
-    stack = _overrides.setdefault(g, [])
+    stack = _stack(g)
     stack.append(layer)
     try:
         yield
@@ -184,7 +202,7 @@ def bind(name: str, value: Any) -> Iterator[None]:
     """Bind a library-internal greenlet-inherited value (no validation), e.g.
     the current websocket; read it back with :func:`lookup`."""
     layer = {name: value}
-    stack = _overrides.setdefault(getcurrent(), [])
+    stack = _stack(getcurrent())
     stack.append(layer)
     try:
         yield
