@@ -1,0 +1,515 @@
+/*
+ * wsload -- single-threaded epoll WebSocket load client for the gws13 benchmarks.
+ *
+ *   echo   : C connections x W messages in flight of S bytes for D seconds (after a warm-up).
+ *            Every echoed byte is verified.  Prints msg/s, MB/s, RTT p50/p90/p99/max and the
+ *            client's own CPU share of the measured window.
+ *   idle   : open C connections, print a "ready" line, then obey stdin: "echo" sends one message
+ *            on every connection and prints a "done" line once all echoes are back; EOF exits.
+ *   fanout : open C connections; one of them sends "broadcast:<payload>" (text), the client
+ *            measures the time until the LAST other connection received <payload>; repeated
+ *            for D seconds (at least 3 rounds) after one warm-up round.
+ *
+ * Client frames are masked with a non-zero key.  -r skips the HTTP upgrade so that a raw TCP
+ * echo server can be driven: it bounces our masked frames, which are parsed and checked too.
+ * Server pings are answered with pongs (servers keep their default keepalive), fragmented
+ * messages are accepted.  One JSON object per output line.
+ *
+ * Build: gcc -O2 -o wsload wsload.c
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { CONNECTING, HANDSHAKE, OPEN, DEAD };
+enum { M_ECHO, M_IDLE, M_FANOUT };
+
+typedef struct {
+    int fd, state, want_out;
+    char hs[1024];
+    int hs_len, hs_sent;
+    /* data output: out_pending bytes still to send from the repeating frame stream */
+    uint64_t out_pending, out_pos;
+    /* control output (pong, broadcast request): only written at a frame boundary */
+    uint8_t x[512];
+    int x_len, x_off;
+    /* frame parser */
+    uint8_t hdr[14];
+    int hdr_have, hdr_need, opcode, masked, fin, msg_op;
+    uint8_t mkey[4];
+    uint64_t len, done, msg_off;
+    uint8_t ctl[125];
+    /* messages in flight (ring of send times) */
+    uint64_t *ts;
+    int ts_head, inflight;
+    int got; /* fanout: received the current payload; idle: echoed */
+} conn_t;
+
+static const char *host = "127.0.0.1", *path = "/";
+static int port, mode = M_ECHO, raw, nconns = 1, window = 1, text, hs_conc = 64;
+static size_t msize = 32;
+static double duration = 5, warmup = 1, conn_timeout = 120;
+static const uint8_t KEY[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+static int epfd, n_open, n_dead, n_conn, next_conn;
+static conn_t *conns;
+static uint8_t *stream, *plain, *masked_ref, rbuf[1 << 18];
+static size_t flen, stream_len;
+static char req[512];
+static int req_len;
+static const char *last_err = "";
+static uint64_t n_msgs, n_bytes, n_bad, n_pings, n_got;
+static int measuring;
+/* fanout: current broadcast payload */
+static uint8_t bc[400];
+static size_t bc_len;
+static uint64_t bc_t0, bc_last, bc_first;
+
+/* log-linear latency histogram (ns): 64 sub-buckets per power of two, ~1.6 % resolution */
+#define NB (60 * 64)
+static uint64_t hist[NB], hist_n;
+static int bucket(uint64_t v) {
+    if (v < 64) return (int)v;
+    int e = 63 - __builtin_clzll(v);
+    return (e - 5) * 64 + (int)((v >> (e - 6)) & 63);
+}
+static double bucket_val(int i) {
+    if (i < 64) return i;
+    int e = i / 64 + 5;
+    return (64 + i % 64 + 0.5) * (double)(1ull << (e - 6)); /* bucket midpoint */
+}
+static double pct_us(const uint64_t *h, uint64_t n, double p) {
+    if (!n) return 0;
+    uint64_t want = (uint64_t)(p * (n - 1)) + 1, acc = 0;
+    for (int i = 0; i < NB; i++)
+        if ((acc += h[i]) >= want) return bucket_val(i) / 1000.0;
+    return 0;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + t.tv_nsec;
+}
+static double cpu_s(void) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return r.ru_utime.tv_sec + r.ru_stime.tv_sec + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
+}
+
+static void kill_conn(conn_t *c, const char *why) {
+    if (c->state == DEAD) return;
+    last_err = why;
+    if (c->state == OPEN) n_open--; else n_conn--;
+    c->state = DEAD;
+    n_dead++;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+}
+
+static void want_out(conn_t *c, int on) {
+    if (c->want_out == on) return;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = on;
+}
+
+/* header of a masked client frame; returns its length */
+static size_t put_hdr(uint8_t *p, int op, uint64_t n) {
+    size_t h = 2;
+    p[0] = 0x80 | op;
+    if (n < 126) p[1] = 0x80 | n;
+    else if (n < 65536) { p[1] = 0x80 | 126; p[2] = n >> 8; p[3] = n; h = 4; }
+    else { p[1] = 0x80 | 127; for (int i = 0; i < 8; i++) p[2 + i] = n >> (56 - 8 * i); h = 10; }
+    memcpy(p + h, KEY, 4);
+    return h + 4;
+}
+
+/* queue a small control/request frame (payload masked here) */
+static void queue_x(conn_t *c, int op, const uint8_t *pl, size_t n) {
+    if (c->x_len + 14 + n > sizeof c->x) { n_bad++; return; }
+    uint8_t *p = c->x + c->x_len;
+    size_t h = put_hdr(p, op, n);
+    for (size_t i = 0; i < n; i++) p[h + i] = pl[i] ^ KEY[i & 3];
+    c->x_len += h + n;
+}
+
+static void flush(conn_t *c) {
+    for (;;) {
+        const uint8_t *buf;
+        size_t len;
+        int ctl = c->x_len > 0 && c->out_pos % flen == 0; /* only between data frames */
+        if (ctl) { buf = c->x + c->x_off; len = c->x_len - c->x_off; }
+        else if (c->out_pending) {
+            size_t off = c->out_pos % flen, avail = stream_len - off;
+            buf = stream + off;
+            len = c->out_pending < avail ? c->out_pending : avail;
+        } else break;
+        ssize_t w = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) { want_out(c, 1); return; }
+            kill_conn(c, "send");
+            return;
+        }
+        if (ctl) {
+            if ((c->x_off += w) == c->x_len) c->x_off = c->x_len = 0;
+        } else {
+            c->out_pending -= w;
+            c->out_pos += w;
+        }
+    }
+    want_out(c, 0);
+}
+
+static void send_msgs(conn_t *c, int k, uint64_t t) {
+    for (int i = 0; i < k; i++) c->ts[(c->ts_head + c->inflight + i) % window] = t;
+    c->inflight += k;
+    c->out_pending += (uint64_t)k * flen;
+}
+
+/* a complete data message arrived on c (payload already verified chunk by chunk) */
+static void on_message(conn_t *c, uint64_t t) {
+    if (mode == M_FANOUT) {
+        if (c->msg_off != bc_len || c->got) { n_bad++; return; }
+        c->got = 1;
+        n_got++;
+        if (!bc_first || t - bc_t0 < bc_first) bc_first = t - bc_t0;
+        if (t - bc_t0 > bc_last) bc_last = t - bc_t0;
+        return;
+    }
+    if (c->inflight <= 0 || c->msg_off != msize || c->msg_op != (text ? 1 : 2)) { n_bad++; return; }
+    uint64_t t0 = c->ts[c->ts_head];
+    c->ts_head = (c->ts_head + 1) % window;
+    c->inflight--;
+    if (mode == M_IDLE) { c->got = 1; n_got++; }
+    if (measuring) { n_msgs++; n_bytes += msize; hist[bucket(t - t0)]++; hist_n++; }
+}
+
+/* parse received bytes; returns number of complete data messages, -1 if the conn died */
+static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
+    int msgs = 0;
+    size_t i = 0;
+    while (i < n) {
+        if (c->hdr_need == 0 || c->hdr_have < c->hdr_need) {
+            if (!c->hdr_need) c->hdr_need = 2;
+            while (c->hdr_have < c->hdr_need && i < n) {
+                c->hdr[c->hdr_have++] = b[i++];
+                if (c->hdr_have == 2) {
+                    int l = c->hdr[1] & 127;
+                    c->hdr_need = 2 + (l == 126 ? 2 : l == 127 ? 8 : 0) + (c->hdr[1] & 128 ? 4 : 0);
+                }
+            }
+            if (c->hdr_have < c->hdr_need) break;
+            int l = c->hdr[1] & 127, p = 2;
+            c->len = l;
+            if (l == 126) { c->len = c->hdr[2] << 8 | c->hdr[3]; p = 4; }
+            if (l == 127) { c->len = 0; for (int k = 0; k < 8; k++) c->len = c->len << 8 | c->hdr[2 + k]; p = 10; }
+            c->masked = c->hdr[1] >> 7;
+            if (c->masked) memcpy(c->mkey, c->hdr + p, 4);
+            c->opcode = c->hdr[0] & 15;
+            c->fin = c->hdr[0] >> 7;
+            c->done = 0;
+            if (c->opcode == 1 || c->opcode == 2) { c->msg_op = c->opcode; c->msg_off = 0; }
+            else if (c->opcode == 8) { kill_conn(c, "server sent close"); return -1; }
+            else if (c->opcode >= 8 && c->len > 125) { kill_conn(c, "bad control frame"); return -1; }
+        }
+        size_t take = n - i < c->len - c->done ? n - i : c->len - c->done;
+        if (c->opcode >= 8) {
+            memcpy(c->ctl + c->done, b + i, take);
+        } else if (take) {
+            /* verify: a raw echo returns our masked bytes, a WS server the plain payload */
+            const uint8_t *ref = mode == M_FANOUT ? bc : (c->masked && !memcmp(c->mkey, KEY, 4)) ? masked_ref : plain;
+            size_t lim = mode == M_FANOUT ? bc_len : msize;
+            if (c->msg_off + take > lim || memcmp(b + i, ref + c->msg_off, take)) n_bad++;
+            c->msg_off += take;
+        }
+        c->done += take;
+        i += take;
+        if (c->done < c->len) break;
+        c->hdr_have = c->hdr_need = 0;
+        if (c->opcode == 9) { /* ping -> pong */
+            n_pings++;
+            if (c->masked) for (uint64_t k = 0; k < c->len; k++) c->ctl[k] ^= c->mkey[k & 3];
+            queue_x(c, 10, c->ctl, c->len);
+            flush(c);
+            if (c->state != OPEN) return -1;
+        } else if (c->opcode < 3 && c->fin) {
+            on_message(c, t);
+            msgs++;
+        }
+    }
+    return msgs;
+}
+
+static void start_connect(conn_t *c) {
+    int one = 1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    n_conn++;
+    if (c->fd < 0) { c->state = CONNECTING; kill_conn(c, "socket (fd limit?)"); return; }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->state = CONNECTING;
+    c->want_out = 1;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) kill_conn(c, "connect");
+}
+
+static void set_open(conn_t *c) {
+    c->state = OPEN;
+    n_conn--;
+    n_open++;
+    want_out(c, 0);
+}
+
+static void on_writable(conn_t *c) {
+    if (c->state == OPEN) { flush(c); return; }
+    if (c->state == CONNECTING) {
+        int err = 0;
+        socklen_t l = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) { kill_conn(c, "connect"); return; }
+        if (raw) { set_open(c); return; }
+        c->state = HANDSHAKE;
+    }
+    while (c->hs_sent < req_len) {
+        ssize_t w = send(c->fd, req + c->hs_sent, req_len - c->hs_sent, MSG_NOSIGNAL);
+        if (w < 0) { if (errno != EAGAIN) kill_conn(c, "send handshake"); return; }
+        c->hs_sent += w;
+    }
+    want_out(c, 0);
+}
+
+static void on_readable(conn_t *c, uint64_t t) {
+    if (c->state == HANDSHAKE) {
+        ssize_t r = recv(c->fd, c->hs + c->hs_len, sizeof c->hs - 1 - c->hs_len, 0);
+        if (r <= 0) { if (r == 0 || errno != EAGAIN) kill_conn(c, "handshake recv/EOF"); return; }
+        c->hs_len += r;
+        c->hs[c->hs_len] = 0;
+        char *e = strstr(c->hs, "\r\n\r\n");
+        if (!e) { if (c->hs_len >= (int)sizeof c->hs - 1) kill_conn(c, "handshake too long"); return; }
+        if (strncmp(c->hs, "HTTP/1.1 101", 12)) { kill_conn(c, "handshake not 101"); return; }
+        set_open(c);
+        size_t extra = c->hs_len - (e + 4 - c->hs);
+        if (extra) parse(c, (uint8_t *)e + 4, extra, t);
+        return;
+    }
+    if (c->state != OPEN) return;
+    ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
+    if (r <= 0) { if (r == 0 || (errno != EAGAIN && errno != EINTR)) kill_conn(c, r ? "recv" : "EOF"); return; }
+    t = now_ns(); /* per-recv timestamp */
+    int got = parse(c, rbuf, r, t);
+    if (got > 0 && mode == M_ECHO) { /* keep the window full: re-send what came back */
+        send_msgs(c, window - c->inflight, t);
+        flush(c);
+    }
+}
+
+static int stdin_cmd(void); /* idle mode */
+
+static void loop_once(int ms) {
+    struct epoll_event ev[512];
+    int n = epoll_wait(epfd, ev, 512, ms);
+    uint64_t t = now_ns();
+    for (int i = 0; i < n; i++) {
+        conn_t *c = ev[i].data.ptr;
+        if (!c) { stdin_cmd(); continue; }
+        if (c->state == DEAD) continue;
+        if (ev[i].events & EPOLLOUT || (c->state == CONNECTING && ev[i].events & (EPOLLERR | EPOLLHUP))) on_writable(c);
+        if (c->state != DEAD && ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, t);
+    }
+}
+
+static void connect_all(void) {
+    uint64_t t0 = now_ns();
+    while (n_open + n_dead < nconns && (now_ns() - t0) / 1e9 < conn_timeout) {
+        while (next_conn < nconns && n_conn < hs_conc) start_connect(&conns[next_conn++]);
+        loop_once(20);
+    }
+}
+
+/* idle mode: one stdin command per line */
+static int stdin_cmd(void) {
+    char line[64];
+    ssize_t r = read(0, line, sizeof line - 1);
+    if (r <= 0) exit(0);
+    line[r] = 0;
+    if (strncmp(line, "echo", 4)) return 0;
+    uint64_t t = now_ns(), want = n_open, dead0 = n_dead;
+    n_got = 0;
+    for (int i = 0; i < nconns; i++)
+        if (conns[i].state == OPEN) { conns[i].got = 0; send_msgs(&conns[i], 1, t); flush(&conns[i]); }
+    while (n_got + (n_dead - dead0) < want && (now_ns() - t) / 1e9 < 60) loop_once(20);
+    printf("{\"phase\":\"done\",\"echoed\":%llu,\"open\":%d,\"bad\":%llu,\"pings\":%llu,\"secs\":%.3f}\n",
+           (unsigned long long)n_got, n_open, (unsigned long long)n_bad, (unsigned long long)n_pings, (now_ns() - t) / 1e9);
+    return 1;
+}
+
+/* fanout: one broadcast round.  Waits until every connection has the payload (the sender too when
+ * the server sends it back to the sender: detected in the warm-up round).  Returns 1 on success. */
+static int self_copy = 1;
+static int fanout_round(int seq, int sender, double timeout) {
+    char pre[16];
+    int k = snprintf(pre, sizeof pre, "%d:", seq);
+    bc_len = msize < (size_t)k ? (size_t)k : msize;
+    memcpy(bc, pre, k);
+    for (size_t i = k; i < bc_len; i++) bc[i] = 'a' + (seq + i) % 26;
+    uint8_t pl[420];
+    memcpy(pl, "broadcast:", 10);
+    memcpy(pl + 10, bc, bc_len);
+    for (int i = 0; i < nconns; i++) conns[i].got = 0;
+    uint64_t want = nconns - !self_copy;
+    n_got = 0;
+    bc_first = bc_last = 0;
+    bc_t0 = now_ns();
+    queue_x(&conns[sender], 1, pl, 10 + bc_len);
+    flush(&conns[sender]);
+    while (n_got < want && (now_ns() - bc_t0) / 1e9 < timeout && n_open == nconns) loop_once(5);
+    if (n_got == want) return 1;
+    if (self_copy && n_got == want - 1 && !conns[sender].got && n_open == nconns) {
+        self_copy = 0; /* this server does not send the broadcast back to its sender */
+        return 1;
+    }
+    return 0;
+}
+
+static int run_fanout(void) {
+    static uint64_t lasts[100000], firsts[100000];
+    int rounds = 0, seq = 0, ok = 0;
+    /* warm-up rounds: also make sure the server has registered every client */
+    for (int w = 0; w < 5 && !ok; w++) ok = fanout_round(seq, seq % nconns, 2.0), seq++;
+    if (!ok) {
+        printf("{\"error\":\"warm-up broadcast reached only %llu of %d clients (%s)\",\"open\":%d}\n",
+               (unsigned long long)n_got, nconns, last_err, n_open);
+        return 1;
+    }
+    if (!self_copy) fanout_round(seq++, 0, 2.0); /* confirm with another sender */
+    uint64_t end = now_ns() + (uint64_t)(duration * 1e9);
+    while ((now_ns() < end || rounds < 3) && rounds < 100000) {
+        if (!fanout_round(seq, (int)((seq * 7919ull) % nconns), 10.0)) {
+            printf("{\"error\":\"round %d: only %llu of %d clients got the broadcast (%s)\",\"open\":%d}\n",
+                   rounds, (unsigned long long)n_got, nconns, last_err, n_open);
+            return 1;
+        }
+        seq++;
+        lasts[rounds] = bc_last;
+        firsts[rounds++] = bc_first;
+    }
+    memset(hist, 0, sizeof hist);
+    for (int i = 0; i < rounds; i++) hist[bucket(lasts[i])]++;
+    double l50 = pct_us(hist, rounds, .5), l90 = pct_us(hist, rounds, .9), lmax = pct_us(hist, rounds, 1);
+    memset(hist, 0, sizeof hist);
+    for (int i = 0; i < rounds; i++) hist[bucket(firsts[i])]++;
+    printf("{\"conns\":%d,\"rounds\":%d,\"self_copy\":%d,\"last_p50_us\":%.1f,\"last_p90_us\":%.1f,"
+           "\"last_max_us\":%.1f,\"first_p50_us\":%.1f,\"bad\":%llu,\"errors\":%d}\n",
+           nconns, rounds, self_copy, l50, l90, lmax, pct_us(hist, rounds, .5), (unsigned long long)n_bad, n_dead);
+    return n_bad || n_dead;
+}
+
+int main(int argc, char **argv) {
+    int o;
+    while ((o = getopt(argc, argv, "H:p:P:m:rc:w:s:td:W:C:T:")) != -1) switch (o) {
+        case 'H': host = optarg; break;
+        case 'p': port = atoi(optarg); break;
+        case 'P': path = optarg; break;
+        case 'm': mode = !strcmp(optarg, "idle") ? M_IDLE : !strcmp(optarg, "fanout") ? M_FANOUT : M_ECHO; break;
+        case 'r': raw = 1; break;
+        case 'c': nconns = atoi(optarg); break;
+        case 'w': window = atoi(optarg); break;
+        case 's': msize = strtoull(optarg, NULL, 10); break;
+        case 't': text = 1; break;
+        case 'd': duration = atof(optarg); break;
+        case 'W': warmup = atof(optarg); break;
+        case 'C': hs_conc = atoi(optarg); break;
+        case 'T': conn_timeout = atof(optarg); break;
+        default:
+            fprintf(stderr, "usage: wsload -p port [-H host] [-P path] [-m echo|idle|fanout] [-r] [-c conns] "
+                            "[-w in-flight] [-s size] [-t] [-d secs] [-W warmup] [-C handshakes-in-flight] [-T secs]\n");
+            return 2;
+        }
+    if (!port || nconns < 1) return 2;
+    if (mode != M_ECHO) window = 1;
+    if (mode == M_FANOUT) { text = 1; if (msize > 380) msize = 380; }
+    if (window < 1) window = 1;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl); /* the runner raised it already; take whatever is left */
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    req_len = snprintf(req, sizeof req,
+                       "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                       path, host, port);
+    /* the echo frame, its plain and masked payload, and a stream of back-to-back copies */
+    uint8_t h[14];
+    size_t hl = put_hdr(h, text ? 1 : 2, msize);
+    flen = hl + msize;
+    plain = malloc(msize + 1);
+    masked_ref = malloc(msize + 1);
+    for (size_t i = 0; i < msize; i++) {
+        plain[i] = 'a' + (i * 7 + i / 26) % 26; /* printable ASCII: valid UTF-8 */
+        masked_ref[i] = plain[i] ^ KEY[i & 3];
+    }
+    size_t copies = window;
+    while (copies * flen < (256u << 10)) copies++;
+    stream_len = copies * flen;
+    stream = malloc(stream_len);
+    for (size_t i = 0; i < copies; i++) {
+        memcpy(stream + i * flen, h, hl);
+        memcpy(stream + i * flen + hl, masked_ref, msize);
+    }
+    epfd = epoll_create1(0);
+    conns = calloc(nconns, sizeof *conns);
+    for (int i = 0; i < nconns; i++) conns[i].ts = malloc(sizeof(uint64_t) * window);
+
+    uint64_t tc = now_ns();
+    connect_all();
+    double csecs = (now_ns() - tc) / 1e9;
+    if (mode == M_IDLE) {
+        printf("{\"phase\":\"ready\",\"open\":%d,\"failed\":%d,\"connect_secs\":%.3f,\"last_err\":\"%s\"}\n", n_open,
+               n_dead, csecs, last_err);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+        epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &ev);
+        for (;;) loop_once(1000); /* keeps answering pings until stdin closes */
+    }
+    if (n_open < nconns) {
+        printf("{\"error\":\"only %d of %d connections opened (%s)\"}\n", n_open, nconns, last_err);
+        return 1;
+    }
+    if (mode == M_FANOUT) return run_fanout();
+
+    uint64_t t = now_ns();
+    for (int i = 0; i < nconns; i++) { send_msgs(&conns[i], window, t); flush(&conns[i]); }
+    while ((now_ns() - t) / 1e9 < warmup && n_open == nconns) loop_once(20);
+    measuring = 1;
+    printf("{\"phase\":\"measure\"}\n"); /* the runner samples server CPU between these two lines */
+    double cpu0 = cpu_s();
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9);
+    while (now_ns() < end && n_open == nconns) loop_once(20);
+    uint64_t t1 = now_ns();
+    double cpu1 = cpu_s(), secs = (t1 - t0) / 1e9;
+    measuring = 0;
+    printf("{\"phase\":\"end\"}\n");
+    printf("{\"conns\":%d,\"window\":%d,\"size\":%zu,\"secs\":%.3f,\"msgs\":%llu,\"msg_per_s\":%.1f,\"mb_per_s\":%.3f,"
+           "\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"client_cpu\":%.3f,\"errors\":%d,"
+           "\"bad\":%llu,\"pings\":%llu,\"last_err\":\"%s\"}\n",
+           nconns, window, msize, secs, (unsigned long long)n_msgs, n_msgs / secs, n_bytes / secs / 1e6,
+           pct_us(hist, hist_n, .5), pct_us(hist, hist_n, .9), pct_us(hist, hist_n, .99), pct_us(hist, hist_n, 1),
+           (cpu1 - cpu0) / secs, n_dead, (unsigned long long)n_bad, (unsigned long long)n_pings, last_err);
+    return (n_dead || n_bad) ? 1 : 0;
+}

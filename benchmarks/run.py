@@ -1,0 +1,793 @@
+#!/usr/bin/env python3
+"""gws13 benchmark suite: gws13 against other Python WebSocket servers and raw ceilings.
+
+    python benchmarks/run.py                          # full suite -> benchmarks/results.md/.json
+    python benchmarks/run.py --quick                  # CI smoke: 1 repeat of 2 s, small D
+    python benchmarks/run.py --servers gws13-handler,websockets --workloads A,B1
+
+Each server runs in its own process pinned to SERVER_CPU (taskset -c 1); the C load client
+(client/wsload.c, built here with gcc -O2) runs pinned to CLIENT_CPU (taskset -c 0).  The runner
+creates benchmarks/.venv with the peers (requirements.txt) and gws13 (pip install -e <repo>).
+Only the standard library is needed to run this script.  See README.md.
+"""
+import argparse
+import atexit
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = Path(os.environ.get("GWS13_REPO", HERE.parent)).resolve()  # the gws13 checkout under test
+VENV = HERE / ".venv"
+PY = VENV / "bin" / "python"
+CLIENT = HERE / "client" / "wsload"
+LOGS = HERE / "logs"
+SERVER_CPU = os.environ.get("SERVER_CPU", "1")
+CLIENT_CPU = os.environ.get("CLIENT_CPU", "0")
+CONTENDED = float(os.environ.get("CONTENDED", "0.15"))  # other processes' cores during a run => retry
+TICK = os.sysconf("SC_CLK_TCK")
+
+# ------------------------------------------------------------------ servers and workloads
+ECHO_WL = {  # id: (connections, messages in flight, size, text, description)
+    "A": (1, 1, 32, True, "ping-pong: 1 connection, 1 message in flight, 32 B text"),
+    "B1": (1, 64, 32, False, "1 connection, 64 messages in flight, 32 B binary"),
+    "B2": (1, 64, 1024, False, "1 connection, 64 in flight, 1 KiB binary"),
+    "B3": (50, 64, 32, False, "50 connections x 64 in flight, 32 B binary"),
+    "B4": (50, 64, 1024, False, "50 connections x 64 in flight, 1 KiB binary"),
+    "C": (1, 4, 1 << 20, False, "1 connection, 1 MiB binary messages (4 in flight)"),
+}
+WORKLOADS = list(ECHO_WL) + ["D", "E"]
+ECHO_IDS = list(ECHO_WL)
+
+
+def gws13(mode):
+    return dict(name=f"gws13-{mode}", kind="gws13", mode=mode, needs="examples/echo.py",
+                cmd=f"{{py}} {{repo}}/examples/echo.py --port {{port}} --mode {mode}",
+                fanout="{py} {repo}/examples/broadcast.py --port {port}")
+
+
+SERVERS = [
+    gws13("handler"),
+    gws13("with_websocket"),
+    dict(name="gevent-websocket", kind="peer", cmd="{py} servers/gevent_websocket_echo.py --port {port}",
+         fanout="{py} servers/gevent_websocket_echo.py --broadcast --port {port}"),
+    dict(name="simple-websocket", kind="peer", cmd="{py} servers/simple_websocket_echo.py --port {port}"),
+    dict(name="websockets", kind="peer", cmd="{py} servers/websockets_echo.py --port {port}",
+         fanout="{py} servers/websockets_echo.py --broadcast --port {port}"),
+    dict(name="picows", kind="peer", cmd="{py} servers/picows_echo.py --port {port}",
+         fanout="{py} servers/picows_echo.py --broadcast --port {port}"),
+    dict(name="gevent-minimal-ws", kind="ceiling", skip={"D"},
+         cmd="{py} servers/gevent_minimal_ws_echo.py --port {port}",
+         fanout="{py} servers/gevent_minimal_ws_echo.py --broadcast --port {port}"),
+    dict(name="gevent-tcp", kind="ceiling", raw=True, cmd="{py} servers/gevent_tcp_echo.py --port {port}"),
+    dict(name="asyncio-tcp", kind="ceiling", raw=True, cmd="{py} servers/asyncio_tcp_echo.py --port {port}"),
+]
+BY_NAME = {s["name"]: s for s in SERVERS}
+GROUPS = {k: [s["name"] for s in SERVERS if s["kind"] == k] for k in ("gws13", "peer", "ceiling")}
+GROUPS["peers"], GROUPS["ceilings"] = GROUPS.pop("peer"), GROUPS.pop("ceiling")
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ environment
+def sh(cmd, **kw):  # cwd=HERE: a `python -c` in the repo root would import gws13 from the cwd
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=HERE, **kw)
+
+
+def setup(no_setup):
+    """venv with the peers + gws13 (editable), the C client, and the open-files limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by servers and client
+    if not no_setup:
+        if not PY.exists():
+            log(f"creating {VENV}")
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+            subprocess.run([PY, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+        req, stamp = HERE / "requirements.txt", VENV / ".requirements-installed"
+        if not stamp.exists() or stamp.read_text() != req.read_text():
+            log(f"pip install -r {req}")
+            subprocess.run([PY, "-m", "pip", "install", "-q", "-r", req], check=True)
+            stamp.write_text(req.read_text())
+        install_gws13()
+    src = CLIENT.with_suffix(".c")
+    if not CLIENT.exists() or CLIENT.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(CLIENT), str(src)], check=True)
+    r = sh([PY, "-c", "import websockets.frames as f, websockets.speedups as s; assert f.apply_mask is s.apply_mask"])
+    if r.returncode:
+        sys.exit("websockets C speedups are not active in the venv: " + r.stderr.strip()[-300:])
+    return hard
+
+
+GWS13_WHERE = "import gws13, os; print(os.path.realpath(gws13.__file__))"
+
+
+def install_gws13():
+    """pip install -e REPO when gws13 is not importable from REPO or its packaging changed since."""
+    meta = [REPO / f for f in ("pyproject.toml", "setup.py", "setup.cfg") if (REPO / f).exists()]
+    if not meta:
+        return
+    meta += list((REPO / "gws13").glob("**/*.c"))  # C sources: rebuild the extension when they change
+    stamp = VENV / ".gws13-installed"
+    r = sh([PY, "-c", GWS13_WHERE])
+    fresh = stamp.exists() and stamp.read_text() == str(REPO) and all(
+        m.stat().st_mtime < stamp.stat().st_mtime for m in meta)
+    if r.returncode == 0 and r.stdout.strip().startswith(str(REPO) + os.sep) and fresh:
+        return
+    log(f"pip install -e {REPO}")
+    r = sh([PY, "-m", "pip", "install", "-q", "-e", REPO])
+    if r.returncode:
+        log("gws13 did not install:", r.stderr.strip()[-400:])
+    else:
+        stamp.write_text(str(REPO))
+
+
+def gws13_status():
+    """None if gws13 can be benchmarked, else why not (rows then read 'missing')."""
+    r = sh([PY, "-c", GWS13_WHERE])
+    if r.returncode:
+        return "gws13 not importable in benchmarks/.venv: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    if not r.stdout.strip().startswith(str(REPO) + os.sep):
+        return f"the venv imports gws13 from {r.stdout.strip()}, not from {REPO}"
+    return None
+
+
+def env_info(hard_nofile):
+    r = sh([PY, "-c", "import importlib.metadata as m, json\nv = {}\n"
+                      "for d in ('gws13', 'gevent', 'greenlet', 'gevent-websocket', 'simple-websocket', 'wsproto',"
+                      " 'websockets', 'picows'):\n"
+                      "    try: v[d] = m.version(d)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(v))"])
+    try:
+        pkgs = ", ".join(f"{k} {v}" for k, v in json.loads(r.stdout).items())
+    except ValueError:
+        pkgs = "?"
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    return {"machine": f"{os.cpu_count()} vCPU ({cpu}), {platform.platform()}",
+            "python": sh([PY, "-VV"]).stdout.strip().replace("\n", " "),
+            "packages": pkgs,
+            "gws13 C extension": "built" if sh([PY, "-c", "import gws13._speedups"]).returncode == 0 else "not built",
+            "pinning": f"servers `taskset -c {SERVER_CPU}`, load client `taskset -c {CLIENT_CPU}`",
+            "open-files limit": str(hard_nofile)}
+
+
+# ------------------------------------------------------------------ /proc accounting
+def proc_stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    return st[st.rindex(")") + 2:].split()
+
+
+def cpu_s(pid):
+    try:
+        f = proc_stat(pid)
+        return (int(f[11]) + int(f[12])) / TICK  # utime + stime, all threads
+    except OSError:
+        return 0.0
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def core_busy():
+    """{cpuN: (busy, total)} jiffies from /proc/stat (busy includes softirq: loopback traffic)."""
+    out = {}
+    with open("/proc/stat") as f:
+        for ln in f:
+            if ln[:3] == "cpu" and ln[3].isdigit():
+                v = [int(x) for x in ln.split()[1:9]]
+                out[ln.split()[0]] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
+def others_ticks():
+    """utime+stime of every user process that is not this runner or one of its children."""
+    me, tot = os.getpid(), 0
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != me:
+            try:
+                f = proc_stat(d)
+                if int(f[1]) not in (me, 2) and d != "2":  # skip our children and kernel threads
+                    tot += int(f[11]) + int(f[12])
+            except (OSError, ValueError, IndexError):
+                pass
+    return tot
+
+
+QUIET_BUDGET = [float(os.environ.get("QUIET_BUDGET", "600"))]  # total seconds a run may spend waiting
+
+
+def wait_quiet(limit):
+    """Wait (at most `limit` s, and QUIET_BUDGET s over the whole run) until other processes leave
+    the machine alone for 0.5 s."""
+    t0 = time.time()
+    while time.time() - t0 < min(limit, QUIET_BUDGET[0]):
+        o0 = others_ticks()
+        time.sleep(0.5)
+        if (others_ticks() - o0) / TICK / 0.5 <= CONTENDED / 2:
+            break
+    QUIET_BUDGET[0] -= time.time() - t0
+
+
+class Window:
+    """CPU accounting of one measured window."""
+
+    def __init__(self, server_pid):
+        self.pid, self.t0 = server_pid, time.time()
+        self.srv0, self.cores0, self.oth0 = cpu_s(server_pid), core_busy(), others_ticks()
+
+    def close(self):
+        dt = max(time.time() - self.t0, 1e-3)
+        c1 = core_busy()
+        busy = {k: (c1[k][0] - self.cores0[k][0]) / max(c1[k][1] - self.cores0[k][1], 1) for k in c1}
+        return dict(server_cpu=(cpu_s(self.pid) - self.srv0) / dt, client_core=busy.get("cpu" + CLIENT_CPU),
+                    others_cpu=max(others_ticks() - self.oth0, 0) / TICK / dt)
+
+
+# ------------------------------------------------------------------ server processes
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+LIVE = set()
+
+
+class Server:
+    def __init__(self, name, template):
+        self.port = free_port()
+        cmd = template.format(py=PY, repo=REPO, port=self.port).split()
+        LOGS.mkdir(exist_ok=True)
+        self.logpath = LOGS / f"{name}.log"
+        self.logf = open(self.logpath, "a")
+        self.logf.write(f"\n=== {datetime.now().isoformat(timespec='seconds')} {' '.join(cmd)}\n")
+        self.logf.flush()
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, cwd=HERE, stdout=self.logf,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+        LIVE.add(self)
+        deadline = time.time() + 20
+        while True:
+            if self.proc.poll() is not None:
+                self.logf.flush()
+                tail = self.logpath.read_text().strip().splitlines()[-1:]
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {' '.join(tail)[-300:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    self.stop()
+                    raise RuntimeError("server did not listen within 20 s")
+                time.sleep(0.05)
+        time.sleep(0.2)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        LIVE.discard(self)
+        if self.proc.poll() is None:
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.logf.close()
+
+
+def client(port, *args, raw=False):
+    cmd = ["taskset", "-c", CLIENT_CPU, str(CLIENT), "-p", str(port)] + (["-r"] if raw else [])
+    return cmd + [str(a) for a in args]
+
+
+def last_json(lines):
+    for ln in reversed(lines):
+        if ln.startswith("{"):
+            return json.loads(ln)
+    return {}
+
+
+# ------------------------------------------------------------------ one measurement each
+def run_echo(srv, spec, wid, cfg):
+    conns, window, size, text, _ = ECHO_WL[wid]
+    cmd = client(srv.port, "-c", conns, "-w", window, "-s", size, "-d", cfg.duration, "-W", cfg.warmup,
+                 *(["-t"] if text else []), raw=spec.get("raw"))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    win, acct, lines = None, {}, []
+    for ln in p.stdout:
+        ln = ln.strip()
+        if ln == '{"phase":"measure"}':
+            win = Window(srv.pid)
+        elif ln == '{"phase":"end"}' and win:
+            acct = win.close()
+        else:
+            lines.append(ln)
+    p.wait()
+    rec = dict(last_json(lines), **acct)
+    rec["ok"] = p.returncode == 0 and "msg_per_s" in rec
+    if not rec["ok"]:
+        rec["why"] = rec.get("error") or (f"client rc={p.returncode}, dead connections={rec.get('errors')}, "
+                                          f"corrupt/unexpected frames={rec.get('bad')}, last error "
+                                          f"{rec.get('last_err')!r}, server alive={srv.alive()} "
+                                          + p.stderr.read().strip()[-200:])
+    return rec
+
+
+def run_idle(spec, cfg):
+    srv = Server(spec["name"], spec["cmd"])
+    try:
+        time.sleep(0.2)
+        rec = dict(conns=cfg.d_conns, rss_base_kib=rss_kib(srv.pid))
+        p = subprocess.Popen(client(srv.port, "-m", "idle", "-c", cfg.d_conns, "-C", 64, "-T", 180,
+                                    raw=spec.get("raw")),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready = json.loads(p.stdout.readline() or "{}")
+        rec.update(open=ready.get("open", 0), connect_secs=ready.get("connect_secs"), last_err=ready.get("last_err"))
+        time.sleep(min(1.0, cfg.idle_secs / 4))  # let the server finish its per-connection setup
+        win = Window(srv.pid)
+        time.sleep(cfg.idle_secs)
+        acct = win.close()
+        rec.update(idle_cpu=acct["server_cpu"], others_cpu=acct["others_cpu"], rss_idle_kib=rss_kib(srv.pid))
+        p.stdin.write("echo\n")
+        p.stdin.flush()
+        done = json.loads(p.stdout.readline() or "{}")
+        rec.update(echoed=done.get("echoed", 0), bad=done.get("bad"), pings=done.get("pings"))
+        rec["rss_echo_kib"] = rss_kib(srv.pid)
+        p.stdin.close()
+        p.wait(30)
+        n = max(rec["open"], 1)
+        rec["kib_per_conn"] = (rec["rss_idle_kib"] - rec["rss_base_kib"]) / n
+        rec["kib_per_conn_echo"] = (rec["rss_echo_kib"] - rec["rss_base_kib"]) / n
+        rec["ok"] = rec["open"] == cfg.d_conns and rec["echoed"] == cfg.d_conns and not rec["bad"]
+        if not rec["ok"]:  # figures still shown (marked ⚠) when nearly all connections worked
+            rec["partial"] = rec["open"] >= 0.95 * cfg.d_conns and rec["echoed"] == rec["open"]
+            rec["why"] = (f"{rec['open']} of {cfg.d_conns} connections opened (last error {rec['last_err']!r}), "
+                          f"{rec['echoed']} echoed after the idle period, server alive={srv.alive()}; the "
+                          f"open-files limit per process is {resource.getrlimit(resource.RLIMIT_NOFILE)[1]}")
+        return rec
+    finally:
+        srv.stop()
+
+
+def run_fanout(spec, cfg, fanout_cmd):
+    srv = Server(spec["name"] + ".E", fanout_cmd)
+    try:
+        win = Window(srv.pid)
+        p = sh(client(srv.port, "-m", "fanout", "-c", cfg.e_conns, "-s", 32, "-d", cfg.e_secs),
+               timeout=cfg.e_secs + 300)
+        rec = dict(last_json(p.stdout.strip().splitlines()), **win.close())
+        rec["ok"] = p.returncode == 0 and "last_p50_us" in rec
+        if not rec["ok"]:
+            rec["why"] = rec.get("error") or f"client rc={p.returncode} {p.stderr.strip()[-200:]}"
+        return rec
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------------ summary and report
+METRICS = ("msg_per_s", "mb_per_s", "p50_us", "p99_us", "client_cpu", "client_core", "server_cpu", "kib_per_conn",
+           "kib_per_conn_echo", "idle_cpu", "rss_base_kib", "rss_idle_kib", "rss_echo_kib", "connect_secs",
+           "last_p50_us", "last_p90_us", "last_max_us", "first_p50_us", "rounds", "pings")
+
+
+def summarize(runs):
+    S = {}
+    for r in runs:
+        S.setdefault(r["server"], {}).setdefault(r["workload"], []).append(r)
+    out = {}
+    for name, per in S.items():
+        for wid, rs in per.items():
+            ok = [r for r in rs if r.get("ok")]
+            part = [] if ok else [r for r in rs if r.get("partial")]
+            statuses = {r.get("status") for r in rs}  # n/a, missing, see ... (same for every run)
+            e = dict(n=len(rs), n_ok=len(ok), partial=bool(part), status=None)
+            ok = ok or part
+            if not ok:
+                e["status"] = statuses.pop() if len(statuses) == 1 and None not in statuses else "FAIL"
+                e["why"] = next((r.get("why") for r in rs if r.get("why") and not r.get("status")), "")
+            rs = [r for r in rs if not r.get("status")]  # e.g. 'missing' in the first repeat only
+            e["n"] = len(rs)
+            for k in METRICS:
+                vals = [r[k] for r in ok if r.get(k) is not None]
+                if vals:
+                    e[k] = statistics.median(vals)
+            e["contended"] = any((r.get("others_cpu") or 0) > CONTENDED for r in ok)
+            out.setdefault(name, {})[wid] = e
+    return out
+
+
+def fnum(v, nd=0):
+    return "–" if v is None else f"{v:,.{nd}f}"
+
+
+# (column title, workload, metric, digits, scale, higher is better)
+COLUMNS = [("A msg/s", "A", "msg_per_s", 0, 1, True), ("A p50 µs", "A", "p50_us", 0, 1, False),
+           ("A p99 µs", "A", "p99_us", 0, 1, False), ("B1 msg/s", "B1", "msg_per_s", 0, 1, True),
+           ("B2 msg/s", "B2", "msg_per_s", 0, 1, True), ("B3 msg/s", "B3", "msg_per_s", 0, 1, True),
+           ("B4 msg/s", "B4", "msg_per_s", 0, 1, True), ("C MB/s", "C", "mb_per_s", 1, 1, True),
+           ("D KiB/conn", "D", "kib_per_conn", 1, 1, False), ("D idle CPU %", "D", "idle_cpu", 2, 100, False),
+           ("E last ms", "E", "last_p50_us", 2, 1e-3, False)]
+
+
+def cell(S, name, wid, key, nd=0, scale=1):
+    e = S.get(name, {}).get(wid)
+    if e is None:
+        return ""
+    if e["status"]:
+        return e["status"] if e["status"] != "FAIL" else "**FAIL**"
+    v = e.get(key)
+    s = fnum(None if v is None else v * scale, nd)
+    if e["partial"]:
+        s += " ⚠"
+    elif e["n_ok"] < e["n"]:
+        s += f" ({e['n_ok']}/{e['n']} ok)"
+    return s + (" †" if e["contended"] else "")
+
+
+def table(header, rows):
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def report(meta, runs, names, wls):
+    S = summarize(runs)
+    cols = [c for c in COLUMNS if c[1] in wls]
+    L = ["# gws13 benchmark results\n",
+         f"Generated {meta['finished']} by `{meta['command']}` in {meta['elapsed_s'] / 60:.1f} min. "
+         f"Raw runs: `{meta['json']}`. How to read this: `README.md`.\n"]
+    L += [f"- **{k}**: {v}" for k, v in meta["env"].items()]
+    L += [f"- **settings**: {meta['repeats']} repeat(s), {meta['duration']} s measured after {meta['warmup']} s "
+          f"warm-up (A–C); D: {meta['d_conns']:,} idle connections, idle CPU over {meta['idle_secs']} s; "
+          f"E: {meta['e_conns']:,} clients, broadcast rounds for {meta['e_secs']} s", ""]
+    L += ["## Results (median of the repeats)\n"]
+    L += table(["server"] + [c[0] for c in cols],
+               [[n] + [cell(S, n, c[1], c[2], c[3], c[4]) for c in cols] for n in names])
+    L += ["", "`n/a` = the server does not take part in this workload; `missing` = gws13 example or package not "
+          "there yet; **FAIL** = no run succeeded (see Failures); ⚠ = only most of the D connections "
+          "worked (see Failures), figures are for those; † = other processes used more than "
+          f"{CONTENDED} core during the run. E last ms = median over broadcast rounds of the time until the "
+          "last client had the message.\n"]
+
+    # ---- ratios
+    gw = [n for n in names if BY_NAME[n]["kind"] == "gws13"]
+    others = [n for n in names if BY_NAME[n]["kind"] != "gws13"]
+    rcols = [c for c in cols if c[0] not in ("A p50 µs", "D idle CPU %")]  # idle CPU is ~0 everywhere
+    if gw and others:
+        L += ["## gws13 ratios (gws13 ÷ other, same run)\n",
+              "Each cell is gws13's median divided by the other server's median. ↑ columns: higher is better "
+              "(> 1.00 = gws13 faster); ↓ columns: lower is better (< 1.00 = gws13 lower latency, less memory, "
+              "quicker fan-out). Idle CPU is compared in the D detail table only (near 0 for every server).\n"]
+        rows = []
+        for g in gw:
+            for o in others:
+                row = [g, o + (" [ceiling]" if BY_NAME[o]["kind"] == "ceiling" else "")]
+                for c in rcols:
+                    a, b = S.get(g, {}).get(c[1]), S.get(o, {}).get(c[1])
+                    va, vb = (a or {}).get(c[2]), (b or {}).get(c[2])
+                    ok = a and b and not a["status"] and not b["status"] and va is not None and vb
+                    row.append(f"{va / vb:.2f}" if ok else (a or {}).get("status") or "–")
+                rows.append(row)
+        L += table(["gws13", "vs"] + [c[0] + (" ↑" if c[5] else " ↓") for c in rcols], rows) + [""]
+
+    # ---- latency / fairness
+    bws = [w for w in ("B1", "B2", "B3", "B4") if w in wls]
+    if bws:
+        L += ["## Latency under load and fairness (B)\n",
+              "p50 / p99 round trip in µs (pipelined: includes queueing behind the 63 other messages). "
+              "Fairness = p99 ÷ p50 in B3/B4 (50 connections): near 1–2 means every connection is served "
+              "evenly; a large value means some connections wait while others are served.\n"]
+        fair = [w for w in ("B3", "B4") if w in wls]
+        rows = []
+        for n in names:
+            row = [n]
+            for w in bws:
+                e = S.get(n, {}).get(w)
+                row.append(cell(S, n, w, "") if not e or e["status"]
+                           else f"{fnum(e.get('p50_us'))} / {fnum(e.get('p99_us'))}")
+            for w in fair:
+                e = S.get(n, {}).get(w)
+                ok = e and not e["status"] and e.get("p50_us")
+                row.append(f"{e['p99_us'] / e['p50_us']:.1f}" if ok else cell(S, n, w, ""))
+            rows.append(row)
+        L += table(["server"] + [f"{w} p50/p99 µs" for w in bws] + [f"{w} fairness p99/p50" for w in fair], rows)
+        L += [""]
+
+    # ---- client headroom
+    ews = [w for w in ECHO_IDS if w in wls]
+    if ews:
+        L += ["## Is the load client the bottleneck?\n",
+              f"CPU during the measured window, in % of one core: `client process / client core {CLIENT_CPU} "
+              f"busy / server process`. The client core figure also counts the kernel's loopback (softirq) work. "
+              f"A server-bound run shows the server near 100 % while the client has room left.\n"]
+        rows = []
+        for n in names:
+            row = [n]
+            for w in ews:
+                e = S.get(n, {}).get(w)
+                if not e or e["status"]:
+                    row.append(cell(S, n, w, ""))
+                else:
+                    row.append(" / ".join("?" if e.get(k) is None else f"{e[k] * 100:.0f}"
+                                          for k in ("client_cpu", "client_core", "server_cpu")))
+            rows.append(row)
+        L += table(["server"] + ews, rows) + [""]
+        raw = [n for n in names if BY_NAME[n].get("raw")]
+        ws = [n for n in names if not BY_NAME[n].get("raw")]
+        if raw and ws:
+            L += ["Headroom: the same client drives the raw TCP echo (it parses and verifies the bounced frames "
+                  "exactly like WebSocket replies) far faster than any WebSocket server is driven.\n"]
+            rows = []
+            for w in [w for w in ews if w != "A"]:  # A is latency-bound: neither side saturates
+                key, nd = ("mb_per_s", 1) if w == "C" else ("msg_per_s", 0)
+                best = max(((S.get(n, {}).get(w, {}).get(key) or 0, n) for n in ws), default=(0, None))
+                top = max(((S.get(n, {}).get(w, {}).get(key) or 0, n) for n in raw), default=(0, None))
+                if not best[0] or not top[0]:
+                    continue
+                eb, et = S[best[1]][w], S[top[1]][w]
+                cap = top[0] / et["client_cpu"] if et.get("client_cpu") else None
+                rows.append([w, f"{best[1]}: {fnum(best[0], nd)}", f"{(eb.get('client_cpu') or 0) * 100:.0f} %",
+                             f"{top[1]}: {fnum(top[0], nd)}",
+                             f"{(et.get('client_cpu') or 0) * 100:.0f} % / {(et.get('server_cpu') or 0) * 100:.0f} %",
+                             f"{top[0] / best[0]:.1f}×", fnum(cap, nd)])
+            L += table(["workload", "fastest WS server (msg/s; C: MB/s)", "its client CPU", "fastest raw TCP echo",
+                        "client / server CPU", "raw ÷ best WS", "client capacity at 100 % CPU (est.)"], rows)
+            L += ["", "Capacity = raw-echo rate ÷ the client's CPU share in that run. A (one message in flight) is "
+                  "latency-bound and left out. C moves 1 MiB messages: there the kernel's loopback copies, not "
+                  "either process, set the ceiling.\n"]
+
+    # ---- D / E detail
+    if "D" in wls:
+        L += ["## D detail: idle connections\n"]
+        rows = []
+        for n in names:
+            e = S.get(n, {}).get("D")
+            if not e or e["status"]:
+                rows.append([n, cell(S, n, "D", "")] + [""] * 6)
+                continue
+            rows.append([n, fnum(e.get("connect_secs"), 2), fnum(e["rss_base_kib"] / 1024, 1),
+                         fnum(e["rss_idle_kib"] / 1024, 1), fnum(e["kib_per_conn"], 1),
+                         fnum(e["kib_per_conn_echo"], 1), fnum(e["idle_cpu"] * 100, 2), fnum(e.get("pings"))])
+        L += table(["server", "connect s", "RSS before MiB", "RSS idle MiB", "KiB/conn idle",
+                    "KiB/conn after 1 echo", "idle CPU %", "pings seen"], rows)
+        L += ["", f"KiB/conn = (server RSS after {meta['idle_secs']} s idle − RSS before connecting) ÷ "
+              "connections; kernel socket buffers are not in RSS. Idle CPU includes the server's default "
+              "keepalive (e.g. websockets pings every 20 s; 'pings seen' counts pings the client answered "
+              "during the run).\n"]
+    if "E" in wls:
+        L += ["## E detail: broadcast fan-out\n"]
+        rows = []
+        for n in names:
+            e = S.get(n, {}).get("E")
+            if not e or e["status"]:
+                rows.append([n, cell(S, n, "E", "")] + [""] * 4)
+                continue
+            rows.append([n, fnum(e.get("rounds")), fnum(e["last_p50_us"] / 1e3, 2), fnum(e["last_p90_us"] / 1e3, 2),
+                         fnum(e["last_max_us"] / 1e3, 2), fnum(e["first_p50_us"] / 1e3, 3)])
+        L += table(["server", "rounds", "last p50 ms", "last p90 ms", "last max ms", "first p50 ms"], rows)
+        L += ["", f"One of {meta['e_conns']:,} connected clients sends `broadcast:<32 B>`; time from that send "
+              "until the last client (first client) received the payload.\n"]
+
+    # ---- failures
+    L += ["## Failures\n"]
+    seen = []
+    for r in runs:
+        if not r.get("ok") and not r.get("status") and (r["server"], r["workload"]) not in seen:
+            seen.append((r["server"], r["workload"]))
+            L.append(f"- **{r['server']} / {r['workload']}**: {r.get('why')}")
+    if meta.get("missing"):
+        L.append(f"- gws13 rows `missing`: {meta['missing']}")
+    if len(L) and L[-1] == "## Failures\n":
+        L.append("None.")
+    L += ["", "## Profile notes\n", "See README.md (section *Profile notes*).", ""]
+    return "\n".join(L)
+
+
+# ------------------------------------------------------------------ main
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--servers", default="", help="comma list of server names or groups "
+                    f"(gws13, peers, ceilings); default all: {', '.join(BY_NAME)}")
+    ap.add_argument("--workloads", default="", help=f"comma list from {','.join(WORKLOADS)} (default all)")
+    ap.add_argument("--quick", action="store_true", help="smoke mode: 1 repeat of 2 s, 0.25 s warm-up, "
+                    "D with 1,000 conns / 1.5 s idle, E for 1 s, no waiting for a quiet machine")
+    ap.add_argument("--repeats", type=int, help="runs per cell, median reported (env REPEATS, default 3)")
+    ap.add_argument("--duration", type=float, help="measured seconds per run (env DURATION, default 5)")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds before measuring (env WARMUP, default 1)")
+    ap.add_argument("--d-conns", type=int, help="idle connections in D (env D_CONNS, default 10000)")
+    ap.add_argument("--idle-secs", type=float, help="idle CPU window in D (env IDLE_SECS, default 10)")
+    ap.add_argument("--e-conns", type=int, help="clients in E (env E_CONNS, default 1000)")
+    ap.add_argument("--e-secs", type=float, help="seconds of broadcast rounds in E (env E_SECS, default 5)")
+    ap.add_argument("--retries", type=int, help="re-runs of a measurement disturbed by other processes "
+                    "(env RETRIES, default 1; 0 in --quick)")
+    ap.add_argument("--wait-quiet", type=float, help="before each measurement wait up to this many seconds "
+                    "for other processes to go idle (env WAIT_QUIET, default 30; 0 in --quick; at most "
+                    "QUIET_BUDGET=600 s in total)")
+    ap.add_argument("--out", default=str(HERE / "results.md"), help="markdown report (JSON next to it)")
+    ap.add_argument("--no-setup", action="store_true", help="do not create/update benchmarks/.venv")
+    ap.add_argument("--list", action="store_true", help="list servers and workloads, then exit")
+    ap.add_argument("--report-only", action="store_true", help="rebuild the report from the JSON next to --out "
+                    "without measuring")
+    a = ap.parse_args()
+    quick = dict(repeats=1, duration=2.0, warmup=0.25, d_conns=1000, idle_secs=1.5, e_conns=1000, e_secs=1.0,
+                 retries=0,
+                 wait_quiet=0.0)
+    full = dict(repeats=3, duration=5.0, warmup=1.0, d_conns=10000, idle_secs=10.0, e_conns=1000, e_secs=5.0,
+                retries=1,
+                wait_quiet=30.0)
+    for k, v in full.items():
+        if getattr(a, k) is None:
+            env = os.environ.get(k.upper())  # flag > environment > --quick/full default
+            setattr(a, k, type(v)(env) if env else (quick if a.quick else full)[k])
+    return a
+
+
+def select(a):
+    names = []
+    for tok in filter(None, (t.strip() for t in a.servers.split(","))):
+        if tok in GROUPS:
+            names += GROUPS[tok]
+        elif tok in BY_NAME:
+            names.append(tok)
+        else:
+            sys.exit(f"unknown server {tok!r}; choose from {', '.join(list(BY_NAME) + list(GROUPS))}")
+    names = [n for n in BY_NAME if n in names] or list(BY_NAME)
+    wls = [w.strip().upper() for w in a.workloads.split(",") if w.strip()] or WORKLOADS
+    for w in wls:
+        if w not in WORKLOADS:
+            sys.exit(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    return names, [w for w in WORKLOADS if w in wls]
+
+
+def main():
+    a = parse_args()
+    names, wls = select(a)
+    if a.list:
+        for s in SERVERS:
+            print(f"{s['name']:<22} {s['kind']:<8} {s['cmd']}")
+        for w, (c, win, size, text, desc) in ECHO_WL.items():
+            print(f"{w:<3} {desc}")
+        print("D   idle connections: server RSS per connection and idle CPU")
+        print("E   broadcast fan-out to 1,000 clients: time until the last one has it")
+        return
+    if a.report_only:
+        data = json.loads(Path(a.out).with_suffix(".json").read_text())
+        have = {r["server"] for r in data["runs"]}, {r["workload"] for r in data["runs"]}
+        Path(a.out).write_text(report(data["meta"], data["runs"], [n for n in BY_NAME if n in have[0]],
+                                      [w for w in WORKLOADS if w in have[1]]))
+        log(f"rebuilt {a.out}")
+        return
+    t_start = time.time()
+    atexit.register(lambda: [s.stop() for s in list(LIVE)])  # servers run in their own session
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    os.sched_setaffinity(0, {int(CLIENT_CPU)})  # keep the runner off the server's core
+    hard = setup(a.no_setup)
+    if "D" in wls and hard < a.d_conns + 200:
+        log(f"open-files hard limit is {hard}: D reduced from {a.d_conns} to {hard - 200} connections")
+        a.d_conns = hard - 200
+    missing = gws13_status()
+    fanout_mode = {}
+
+    def gws13_check(spec, what):
+        if spec["kind"] != "gws13":
+            return None
+        if missing:
+            return missing
+        need = "examples/broadcast.py" if what == "E" else spec["needs"]
+        return None if (REPO / need).exists() else f"{need} does not exist yet"
+
+    def fanout_cmd(spec):
+        cmd = spec["fanout"]
+        if spec["kind"] == "gws13":  # pass --mode too if broadcast.py has one
+            if "help" not in fanout_mode:
+                r = sh([PY, REPO / "examples/broadcast.py", "--help"], timeout=20)
+                if r.returncode:
+                    return cmd
+                fanout_mode["help"] = r.stdout
+            if "--mode" in fanout_mode["help"]:
+                cmd += f" --mode {spec['mode']}"
+        return cmd
+
+    meta = dict(command="python benchmarks/run.py " + " ".join(sys.argv[1:]), repeats=a.repeats,
+                duration=a.duration, warmup=a.warmup, d_conns=a.d_conns, idle_secs=a.idle_secs,
+                e_conns=a.e_conns, e_secs=a.e_secs, json=Path(a.out).with_suffix(".json").name, missing=missing,
+                started=datetime.now(timezone.utc).isoformat(timespec="seconds"), env=env_info(hard))
+    if missing:
+        log("gws13:", missing)
+    runs = []
+
+    def record(name, wid, rep, rec):
+        rec.update(server=name, workload=wid, rep=rep)
+        runs.append(rec)
+        if rec.get("status"):
+            return
+        brief = {k: round(rec[k], 3 if k.endswith("cpu") else 1) for k in ("msg_per_s", "mb_per_s", "p50_us", "p99_us",
+                 "client_cpu", "server_cpu", "kib_per_conn", "idle_cpu", "last_p50_us") if rec.get(k) is not None}
+        log(f"rep {rep} {name:<21} {wid:<3}", " ".join(f"{k}={v:,}" for k, v in brief.items()) if rec["ok"]
+            else f"FAIL: {rec.get('why')}")
+
+    def measure(fn):
+        for attempt in range(a.retries + 1):
+            wait_quiet(a.wait_quiet)
+            rec = fn()
+            if (rec.get("others_cpu") or 0) <= CONTENDED or attempt == a.retries:
+                return rec
+            log(f"other processes used {rec['others_cpu']:.2f} cores during the run: measuring again")
+
+    for rep in range(1, a.repeats + 1):
+        for name in names:
+            spec = BY_NAME[name]
+            ews = [w for w in wls if w in ECHO_WL]
+            why = gws13_check(spec, "echo")
+            for w in ews if why else []:
+                record(name, w, rep, dict(ok=False, status="missing", why=why))
+            if ews and not why:
+                srv = None
+                for w in ews:
+                    try:
+                        if srv is None or not srv.alive():
+                            srv = Server(name, spec["cmd"])
+                        record(name, w, rep, measure(lambda: run_echo(srv, spec, w, a)))
+                    except RuntimeError as e:
+                        record(name, w, rep, dict(ok=False, why=str(e)))
+                    time.sleep(0.1)
+                if srv:
+                    srv.stop()
+            if "D" in wls:
+                why = gws13_check(spec, "D")
+                if "D" in spec.get("skip", ()):
+                    record(name, "D", rep, dict(ok=False, status="n/a"))
+                elif why:
+                    record(name, "D", rep, dict(ok=False, status="missing", why=why))
+                else:
+                    try:
+                        record(name, "D", rep, measure(lambda: run_idle(spec, a)))
+                    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                        record(name, "D", rep, dict(ok=False, why=repr(e)))
+            if "E" in wls:
+                why = gws13_check(spec, "E")
+                shared = spec["kind"] == "gws13" and "--mode" not in fanout_cmd(spec) and next(
+                    (n for n in names if BY_NAME[n]["kind"] == "gws13" and n != name), None)
+                if not spec.get("fanout"):
+                    record(name, "E", rep, dict(ok=False, status="n/a"))
+                elif shared and names.index(shared) < names.index(name):  # one broadcast.py for both rows
+                    record(name, "E", rep, dict(ok=False, status=f"see {shared}"))
+                elif why:
+                    record(name, "E", rep, dict(ok=False, status="missing", why=why))
+                else:
+                    try:
+                        record(name, "E", rep, measure(lambda: run_fanout(spec, a, fanout_cmd(spec))))
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        record(name, "E", rep, dict(ok=False, why=repr(e)))
+
+    meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["elapsed_s"] = round(time.time() - t_start, 1)
+    md = report(meta, runs, names, wls)
+    out = Path(a.out)
+    out.write_text(md)
+    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, runs=runs, summary=summarize(runs)), indent=1))
+    print(md.split("## gws13 ratios")[0].split("## Latency")[0])
+    log(f"wrote {out} and {out.with_suffix('.json')} in {meta['elapsed_s'] / 60:.1f} min")
+    failed = sorted({f"{r['server']}/{r['workload']}" for r in runs if BY_NAME[r["server"]]["kind"] == "gws13"
+                     and not r.get("ok") and not r.get("status") and not r.get("partial")})
+    if failed:  # a broken gws13 must not pass as a benchmark run (peers' failures are only reported)
+        sys.exit(f"gws13 runs failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

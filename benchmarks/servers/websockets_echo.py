@@ -1,0 +1,43 @@
+"""websockets (asyncio implementation): compression off, C speedups required, 16 MiB message
+limit, default keepalive (ping every 20 s).  --broadcast: "broadcast:<payload>" is sent as
+<payload> to every client with websockets' broadcast()."""
+import argparse
+import asyncio
+
+import websockets.frames
+import websockets.speedups
+from websockets.asyncio.server import broadcast, serve
+
+assert websockets.frames.apply_mask is websockets.speedups.apply_mask, "websockets C speedups not active"
+CLIENTS = set()
+
+
+async def echo(ws):
+    async for msg in ws:
+        await ws.send(msg)
+
+
+async def echo_or_broadcast(ws):
+    CLIENTS.add(ws)
+    try:
+        async for msg in ws:
+            if isinstance(msg, str) and msg.startswith("broadcast:"):
+                broadcast(CLIENTS, msg[10:])
+            else:
+                await ws.send(msg)
+    finally:
+        CLIENTS.discard(ws)
+
+
+async def main(port, handler):
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=16 << 20,
+                     backlog=1024) as server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--broadcast", action="store_true")
+    a = ap.parse_args()
+    asyncio.run(main(a.port, echo_or_broadcast if a.broadcast else echo))
