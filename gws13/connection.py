@@ -184,8 +184,9 @@ class WebSocket:
         self._queue: list = []
         self._waiters: list = []
         self._send_lock = Semaphore()
-        self._done = Event()
-        self._pings: Dict[bytes, PendingPing] = {}  # in the order sent
+        # created when first needed: most connections never use them
+        self._done: Optional[Event] = None  # set when the connection is dropped
+        self._pings: Optional[Dict[bytes, PendingPing]] = None  # in the order sent
         self._ping_seq = 0
         self._io: Any = None
         self._reader: Any = None
@@ -200,7 +201,7 @@ class WebSocket:
         # the messages that arrived before it (see _defer)
         self._deferred: Any = None
         self._grace: Any = None
-        self._close_callbacks: list = []
+        self._close_callbacks: Optional[list] = None
         # small frames held back while more input is queued, written in one
         # syscall when this greenlet next yields (see send)
         self._out: list = []
@@ -397,6 +398,8 @@ class WebSocket:
         data = bytes(data)
         pending = PendingPing(data, time.perf_counter())
         frame = proto.send_ping(data)
+        if self._pings is None:
+            self._pings = {}
         self._pings[data] = pending
         with self._send_lock:
             self._write([frame])
@@ -417,6 +420,8 @@ class WebSocket:
         if proto is None:
             return  # never upgraded: there is nothing to close
         timeout = self._params["close_timeout"]
+        if self._done is None:
+            self._done = Event()  # before our close frame goes out: the answer sets it
         if not proto.close_sent and not proto.eof:
             frame = proto.send_close(code, reason)
             try:
@@ -431,7 +436,8 @@ class WebSocket:
         if timeout:
             # the peer's close frame, our own pending reply or an error's lingering
             # close all end in _drop, which sets _done
-            self._done.wait(timeout)
+            if not self._dropped:
+                self._done.wait(timeout)
         self._drop()
 
     def add_close_callback(self, callback) -> None:
@@ -440,6 +446,8 @@ class WebSocket:
         if self._dropped:
             callback(self)
         else:
+            if self._close_callbacks is None:
+                self._close_callbacks = []
             self._close_callbacks.append(callback)
 
     def fail(self, error: WebSocketError) -> None:
@@ -514,7 +522,7 @@ class WebSocket:
             self.latency = time.perf_counter() - keepalive[1]
             self._keepalive = None
         pings = self._pings
-        if payload not in pings:
+        if not pings or payload not in pings:
             return
         now = time.perf_counter()
         # a pong answers its ping and every ping sent before it (RFC 6455 5.5.3)
@@ -531,7 +539,8 @@ class WebSocket:
         self._queue.append(_Closed(event.payload))
         self._stop_reading()
         if proto.close_sent:
-            self._done.set()  # our close was answered: close() drops the TCP connection
+            if self._done is not None:
+                self._done.set()  # our close was answered: close() drops the TCP connection
         else:
             # echo the peer's code (no reason), then the server closes TCP first
             self._defer(self._reply_close)
@@ -738,14 +747,15 @@ class WebSocket:
         except OSError:
             pass
         closed = ConnectionClosed(self.close_code or 1006, self.close_reason)
-        for pending in self._pings.values():
+        for pending in (self._pings or {}).values():
             pending._result.set_exception(closed)
-        self._pings.clear()
+        self._pings = None
         if not self._queue or self._queue[-1].__class__ is not _Closed:
             self._queue.append(_Closed(b""))
-        self._done.set()
+        if self._done is not None:
+            self._done.set()
         self._wake()
-        callbacks, self._close_callbacks = self._close_callbacks, []
+        callbacks, self._close_callbacks = self._close_callbacks or (), None
         for callback in callbacks:
             try:
                 callback(self)

@@ -137,11 +137,21 @@ def _lookup(name: str) -> Any:
     return _defaults[name]
 
 
+_shared: Dict[str, Any] = {}  # the defaults snapshot handed out while nothing overrides them
+
+
 def effective(**call_values: Any) -> Dict[str, Any]:
     """A snapshot of every parameter as seen from the current greenlet, with
-    ``call_values`` (validated here) on top."""
+    ``call_values`` (validated here) on top.  Treat it as read-only: when no
+    layer or keyword overrides anything, connections share one snapshot."""
+    global _shared
+    layers = _layers()
+    if not layers and not call_values:
+        if _shared != _defaults:
+            _shared = dict(_defaults)  # a new object: earlier snapshots stay as they were
+        return _shared
     values = dict(_defaults)
-    for layer in reversed(_layers()):
+    for layer in reversed(layers):
         values.update((k, v) for k, v in layer.items() if k in _SPEC)
     values.update(validate(call_values))
     return values
