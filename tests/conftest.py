@@ -209,3 +209,24 @@ def stop_process(proc, timeout=10):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def connect(url, timeout=5, **kwargs):
+    """A `websockets` sync client with bounded waits and no proxy lookup."""
+    from websockets.sync.client import connect as websockets_connect
+    kwargs.setdefault("open_timeout", timeout)
+    kwargs.setdefault("close_timeout", timeout)
+    return websockets_connect(url, proxy=None, **kwargs)
+
+
+def close_code_after(conn, send=None, timeout=5):
+    """Send ``send`` (if any) on a `websockets` client, then read until the
+    server closes; return its close code."""
+    import pytest
+    from websockets.exceptions import ConnectionClosed
+    if send is not None:
+        conn.send(send)
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            conn.recv(timeout=timeout)
+    return info.value.rcvd.code

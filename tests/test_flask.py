@@ -16,26 +16,10 @@ ws_exceptions = pytest.importorskip("websockets.exceptions")
 
 from gws13.flask import Sock  # noqa: E402
 
-from conftest import RawClient, start_example, stop_process  # noqa: E402
+from conftest import (RawClient, close_code_after, connect, start_example,  # noqa: E402
+                      stop_process)
 
 TIMEOUT = 5
-
-
-def connect(url: str, **kwargs):
-    """A websockets sync client with bounded waits and no proxy lookup."""
-    kwargs.setdefault("open_timeout", TIMEOUT)
-    kwargs.setdefault("close_timeout", TIMEOUT)
-    return ws_client.connect(url, proxy=None, **kwargs)
-
-
-def close_code_after(conn, send=None) -> int:
-    """Send ``send`` (if any), then read until the server closes; its close code."""
-    if send is not None:
-        conn.send(send)
-    with pytest.raises(ws_exceptions.ConnectionClosed) as info:
-        while True:
-            conn.recv(timeout=TIMEOUT)
-    return info.value.rcvd.code
 
 
 def make_app(**config) -> "flask.Flask":
