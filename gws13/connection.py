@@ -739,6 +739,14 @@ class WebSocket:
         self._deadline = None  # the scheduler skips this connection's entry
         if self._resume is not None:
             self._resume.set()
+        reader = self._reader
+        if reader is not None and reader is not gevent.getcurrent():
+            # Stop the reader's wait now: a socket borrowed from a server is closed
+            # by that server, which must not leave a live watcher on the descriptor.
+            read_event = getattr(self._sock, "_read_event", None)
+            if read_event is not None:
+                read_event.stop()
+            reader.kill(block=False)
         proto = self._proto
         if proto is not None and proto.close_code is None:
             proto.close_code = 1006
