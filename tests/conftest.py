@@ -230,3 +230,19 @@ def close_code_after(conn, send=None, timeout=5):
         while True:
             conn.recv(timeout=timeout)
     return info.value.rcvd.code
+
+
+def check_per_route_parameters(url, timeout=5):
+    """For a framework integration's app with three routes: /default echoes
+    with the defaults, /small has max_message_size=50, /proto speaks
+    subprotocols chat.v2/chat.v1 and sends back the one chosen."""
+    with connect(url + "/default") as conn:
+        conn.send("x" * 100)
+        assert conn.recv(timeout=timeout) == "x" * 100
+    with connect(url + "/small") as conn:
+        conn.send("y" * 50)
+        assert conn.recv(timeout=timeout) == "y" * 50
+        assert close_code_after(conn, "y" * 51) == 1009
+    with connect(url + "/proto", subprotocols=["chat.v1"]) as conn:
+        assert conn.subprotocol == "chat.v1"
+        assert conn.recv(timeout=timeout) == "chat.v1"

@@ -20,8 +20,8 @@ ws_exceptions = pytest.importorskip("websockets.exceptions")
 
 from gws13.bottle import websocket  # noqa: E402
 
-from conftest import (RawClient, close_code_after, connect, start_example,  # noqa: E402
-                      stop_process)
+from conftest import (RawClient, check_per_route_parameters, close_code_after,  # noqa: E402
+                      connect, start_example, stop_process)
 
 TIMEOUT = 5
 
@@ -101,17 +101,7 @@ def test_per_route_parameters_and_subprotocols(serve):
     def proto(ws):
         ws.send(ws.subprotocol or "")
 
-    server = serve(app)
-    with connect(server.url + "/default") as conn:
-        conn.send("x" * 100)
-        assert conn.recv(timeout=TIMEOUT) == "x" * 100
-    with connect(server.url + "/small") as conn:
-        conn.send("y" * 50)
-        assert conn.recv(timeout=TIMEOUT) == "y" * 50
-        assert close_code_after(conn, "y" * 51) == 1009
-    with connect(server.url + "/proto", subprotocols=["chat.v1"]) as conn:
-        assert conn.subprotocol == "chat.v1"
-        assert conn.recv(timeout=TIMEOUT) == "chat.v1"
+    check_per_route_parameters(serve(app).url)
 
 
 def test_app_config_defaults_and_route_override(serve):
