@@ -246,3 +246,25 @@ def check_per_route_parameters(url, timeout=5):
     with connect(url + "/proto", subprotocols=["chat.v1"]) as conn:
         assert conn.subprotocol == "chat.v1"
         assert conn.recv(timeout=timeout) == "chat.v1"
+
+
+def echo_from_greenlets(url, clients, messages, timeout=5, **connect_kwargs):
+    """``clients`` gws13.connect clients in greenlets of this thread, each
+    sending ``messages`` distinct messages and checking every echo."""
+    import gevent
+
+    import gws13
+
+    def one(i):
+        ws = gws13.connect(url, **connect_kwargs)
+        try:
+            for j in range(messages):
+                ws.send(f"{i}/{j}" * 100)
+                assert ws.receive(timeout=timeout) == f"{i}/{j}" * 100
+        finally:
+            ws.close()
+        return i
+
+    jobs = [gevent.spawn(one, i) for i in range(clients)]
+    gevent.joinall(jobs, timeout=60, raise_error=True)
+    assert sorted(job.value for job in jobs) == list(range(clients))

@@ -16,6 +16,7 @@ import time
 import pytest
 
 import gws13
+from conftest import echo_from_greenlets  # noqa: E402
 from gws13.handshake import accept_key
 
 websockets_server = pytest.importorskip("websockets.sync.server")
@@ -226,23 +227,7 @@ def test_refused_handshake_raises_with_the_status(serve):
 
 
 def test_many_clients_in_greenlets(serve):
-    import gevent
-
-    server = serve(echo_app)
-
-    def one(i):
-        ws = gws13.connect(server.url)
-        try:
-            for j in range(20):
-                ws.send(f"{i}-{j}")
-                assert ws.receive(timeout=TIMEOUT) == f"{i}-{j}"
-        finally:
-            ws.close()
-        return i
-
-    jobs = [gevent.spawn(one, i) for i in range(30)]
-    gevent.joinall(jobs, timeout=30, raise_error=True)
-    assert sorted(job.value for job in jobs) == list(range(30))
+    echo_from_greenlets(serve(echo_app).url, clients=30, messages=20)
 
 
 # -- against an independent server --------------------------------------------------

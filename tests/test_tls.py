@@ -13,6 +13,7 @@ import pytest
 from gevent import pywsgi
 
 import gws13
+from conftest import echo_from_greenlets
 
 trustme = pytest.importorskip("trustme")
 ws_client = pytest.importorskip("websockets.sync.client")
@@ -182,19 +183,7 @@ def test_concurrent_wss_clients(handler, cert_files, client_context):
         port = int(server.stdout.readline())
         url = f"wss://127.0.0.1:{port}"
 
-        def one(i):
-            ws = gws13.connect(url, ssl_context=client_context)
-            try:
-                for j in range(10):
-                    ws.send(f"{i}:{j}" * 1000)
-                    assert ws.receive(timeout=TIMEOUT) == f"{i}:{j}" * 1000
-            finally:
-                ws.close()
-            return i
-
-        jobs = [gevent.spawn(one, i) for i in range(20)]
-        gevent.joinall(jobs, timeout=60, raise_error=True)
-        assert sorted(job.value for job in jobs) == list(range(20))
+        echo_from_greenlets(url, clients=20, messages=10, ssl_context=client_context)
         assert server.poll() is None  # the server survived it
     finally:
         server.terminate()

@@ -15,7 +15,7 @@ import gws13
 from gws13.frames import OP_CLOSE, OP_TEXT, apply_mask, encode_close, encode_header
 from gws13.protocol import Close, Protocol
 
-from conftest import RawClient, read_response_head  # noqa: E402
+from conftest import RawClient, echo_from_greenlets, read_response_head  # noqa: E402
 
 TIMEOUT = 5
 HANDLERS = {"gws13-handler": gws13.WebSocketHandler, "stock-handler": pywsgi.WSGIHandler}
@@ -202,23 +202,8 @@ def test_stock_handler_logs_no_error_for_normal_sessions(serve, capfd):
 
 
 def test_many_concurrent_connections_on_the_stock_handler(serve):
-    import gevent
-
     server = serve(gws13.websocket_app(echo), handler_class=pywsgi.WSGIHandler, spawn=1000)
-
-    def one(i):
-        ws = gws13.connect(server.url)
-        try:
-            for j in range(10):
-                ws.send(f"{i}/{j}")
-                assert ws.receive(timeout=TIMEOUT) == f"{i}/{j}"
-        finally:
-            ws.close()
-        return True
-
-    jobs = [gevent.spawn(one, i) for i in range(100)]
-    gevent.joinall(jobs, timeout=60, raise_error=True)
-    assert all(job.value for job in jobs)
+    echo_from_greenlets(server.url, clients=100, messages=10)
 
 
 def test_parameters_are_checked_when_the_app_is_made():
