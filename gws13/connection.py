@@ -362,27 +362,30 @@ class WebSocket:
 
     def _write(self, pieces) -> None:
         """Write batched frames, then ``pieces``.  The caller holds the send lock."""
+        if self._out:
+            pieces = [self._take_out(), *pieces]
         try:
-            if self._out:
-                self._sendall(self._take_out())
+            raw = self._raw
+            if raw is None:
+                for piece in pieces:
+                    self._sock.sendall(piece)
+                return
+            # usually the kernel takes it all at once, header and payload in one
+            # syscall: skip gevent's sendall machinery unless it does not
+            try:
+                sent = raw.send(pieces[0]) if len(pieces) == 1 else raw.sendmsg(pieces) if pieces else 0
+            except (BlockingIOError, InterruptedError):
+                sent = 0
             for piece in pieces:
-                self._sendall(piece)
+                size = len(piece)
+                if sent >= size:
+                    sent -= size
+                    continue
+                self._sock.sendall(memoryview(piece)[sent:] if sent else piece)
+                sent = 0
         except OSError:
             self._lost()
             raise ConnectionClosed(1006, "connection lost while sending") from None
-
-    def _sendall(self, data) -> None:
-        raw = self._raw
-        if raw is not None:
-            # usually the kernel takes it all at once: skip gevent's sendall machinery
-            try:
-                sent = raw.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        self._sock.sendall(data)
 
     def _flush_batch(self) -> None:
         # runs in the hub once the sending greenlet has yielded
@@ -459,11 +462,13 @@ class WebSocket:
     # -- reading ---------------------------------------------------------------
     def _on_readable(self) -> None:
         # runs in the hub: no blocking here
-        raw, view = self._raw, self._rbuf
+        raw, proto = self._raw, self._proto
         # A full buffer means more is waiting (a large message arriving): take a
         # few more reads in this turn of the loop, bounded so that other
         # connections still get theirs.
         for _ in range(_READ_BURST):
+            # the rest of a large binary frame is read straight into its message
+            view = proto.payload_buffer() or self._rbuf
             try:
                 n = raw.recv_into(view)
             except (BlockingIOError, InterruptedError):
@@ -474,25 +479,26 @@ class WebSocket:
                 self._lost()
                 return
             self._data_received(view[:n])
-            if n < _READ_SIZE or self._paused or self._dropped:
+            if n < len(view) or self._paused or self._dropped:
                 return
 
     def _read_loop(self) -> None:
-        buf = bytearray(1 << 14)
-        view = memoryview(buf)
+        view = memoryview(bytearray(1 << 14))
         sock = self._sock
+        proto = self._proto
         while not self._dropped:
             if self._paused:
                 self._resume.wait()
                 continue
+            target = proto.payload_buffer() or view
             try:
-                n = sock.recv_into(buf)
+                n = sock.recv_into(target)
             except OSError:
                 n = 0
             if not n:
                 self._lost()
                 return
-            self._data_received(view[:n])
+            self._data_received(target[:n])
 
     def _data_received(self, data) -> None:
         proto = self._proto

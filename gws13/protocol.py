@@ -18,7 +18,7 @@ from typing import Any, List, Optional, Union
 from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
                          ReservedBitsNotSupported, WebSocketError)
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, apply_mask,
-                     encode_close, encode_header, parse_close)
+                     encode_close, encode_header, new_payload, parse_close, unmask_into)
 
 __all__ = ["State", "Message", "Ping", "Pong", "Close", "Event", "Protocol"]
 
@@ -127,7 +127,11 @@ class Protocol:
         self._parts: list = []
         self._size = 0
         self._decoder: Any = None
-        # a data frame whose payload is still arriving: [opcode, fin, rsv, mask, remaining, offset]
+        # a data frame whose payload is still arriving: [opcode, fin, rsv, mask,
+        # remaining, offset, payload, view]; for a whole binary message read in
+        # place (C extension), payload is the message's bytes being filled and
+        # view a writable memoryview of them, else both are None
+
         self._frame: Optional[list] = None
 
     # -- state -------------------------------------------------------------
@@ -169,6 +173,19 @@ class Protocol:
             mv.release()
         del buf[:pos]
         return events
+
+    def payload_buffer(self) -> Optional[memoryview]:
+        """Where the rest of a large binary frame may be read to directly, or None.
+
+        The caller may ``recv_into`` this view and then pass the slice it filled
+        (``view[:n]``) to :meth:`receive_data`; the payload is unmasked in place
+        and becomes the message with no further copy.  Only offered while no
+        other input is buffered and only with the C extension."""
+        frame = self._frame
+        if frame is None or frame[7] is None or self._buf:
+            return None
+        offset = frame[5]
+        return frame[7][offset:offset + frame[4]]
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection."""
@@ -235,8 +252,13 @@ class Protocol:
                 break  # control frames are small: wait for all of it
             else:
                 # a large data frame: consume its payload as it arrives, so the UTF-8
-                # check fails fast and nothing is held twice
-                self._frame = [opcode, b0 & 0x80, b0 & 0x70, mask, length, 0]
+                # check fails fast and nothing is held twice.  A whole binary message
+                # goes straight into its final bytes object (see payload_buffer).
+                if new_payload is not None and b0 & 0xF0 == 0x80 and opcode == OP_BINARY:
+                    payload, view = new_payload(length)
+                else:
+                    payload = view = None
+                self._frame = [opcode, b0 & 0x80, b0 & 0x70, mask, length, 0, payload, view]
                 pos = start
         return pos
 
@@ -293,11 +315,21 @@ class Protocol:
 
     def _stream(self, mv: memoryview, pos: int, n: int, events: List[Event]) -> int:
         frame = self._frame
-        opcode, fin, rsv, mask, remaining, offset = frame
+        opcode, fin, rsv, mask, remaining, offset, payload, view = frame
         take = min(remaining, n - pos)
         if not take and remaining:
             return pos
         chunk = mv[pos:pos + take]
+        if view is not None:
+            # copies and unmasks, or only unmasks what recv_into put in place
+            unmask_into(view, offset, chunk, mask and mask[offset & 3:] + mask[:offset & 3])
+            if take < remaining:
+                frame[4] = remaining - take
+                frame[5] = offset + take
+            else:
+                self._frame = None
+                events.append(Message(payload))
+            return pos + take
         if mask:
             k = offset & 3
             chunk = apply_mask(chunk, mask[k:] + mask[:k])

@@ -32,12 +32,32 @@ def test_single_frame_text_and_binary():
 
 def test_byte_by_byte_delivery():
     p = server()
-    data = frame(OP_TEXT, b"x" * 300) + frame(OP_BINARY, os.urandom(70000))
+    payload = os.urandom(70000)
+    data = frame(OP_TEXT, b"x" * 300) + frame(OP_BINARY, payload)
     events = []
     for i in range(len(data)):
         events += p.receive_data(data[i:i + 1])
     assert [e.type for e in events] == ["text", "binary"]
-    assert events[0].data == "x" * 300 and len(events[1].data) == 70000
+    assert events[0].data == "x" * 300 and events[1].data == payload
+
+
+@pytest.mark.parametrize("client", [False, True])
+def test_large_frames_in_uneven_chunks(client):
+    # large binary frames are unmasked as they arrive, each chunk at its own
+    # offset into the key; a ping between two of them is still seen
+    p = Protocol(client=client, max_frame_size=2 ** 22, max_message_size=2 ** 22)
+    mask = None if client else MASK
+    payloads = [os.urandom(n) for n in (200003, 65536, 1 << 20)]
+    data = (frame(OP_BINARY, payloads[0], mask=mask) + frame(OP_PING, b"p", mask=mask)
+            + frame(OP_BINARY, payloads[1], mask=mask) + frame(OP_BINARY, payloads[2], mask=mask))
+    events, pos, step = [], 0, 1
+    while pos < len(data):
+        events += p.receive_data(memoryview(data)[pos:pos + step])
+        pos += step
+        step = step * 7 % 65521 + 1
+    assert [type(e) for e in events] == [Message, Ping, Message, Message]
+    assert [e.data for e in events if type(e) is Message] == payloads
+    assert all(type(e.data) is bytes for e in events if type(e) is Message)
 
 
 def test_fragmented_message_with_ping_and_pong_in_between():
@@ -232,3 +252,22 @@ def test_mask_implementations_agree(n):
     assert _py_apply_mask(data, MASK) == expected
     assert apply_mask(data, MASK) == expected
     assert apply_mask(memoryview(bytearray(data)), MASK) == expected
+
+
+def test_large_binary_frame_read_in_place():
+    # the I/O layer may recv_into payload_buffer() and hand back the filled slice
+    p = server(max_frame_size=2 ** 21, max_message_size=2 ** 21)
+    payload = os.urandom(300000)
+    data = frame(OP_BINARY, payload) + frame(OP_TEXT, b"after")
+    pos = 100
+    events = p.receive_data(data[:pos])
+    while pos < len(data):
+        target = p.payload_buffer()
+        if target is None:  # the pure-Python build, or past the large frame
+            target = memoryview(bytearray(4096))
+        n = min(len(target), len(data) - pos, 70001)
+        target[:n] = data[pos:pos + n]
+        events += p.receive_data(target[:n])
+        pos += n
+    assert [e.data for e in events] == [payload, "after"]
+    assert p.payload_buffer() is None
