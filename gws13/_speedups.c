@@ -152,7 +152,74 @@ unmask_into(PyObject *self, PyObject *args)
     return result;
 }
 
+/* The common case of a server's input, in one call: consecutive complete,
+ * masked, unfragmented text or binary frames of at most 125 payload bytes and
+ * within both limits (max_frame_size, max_message_size), starting at `pos`.  Their data (str for text, bytes for
+ * binary) are appended to `out`; returns the position of the first byte not
+ * consumed.  Anything else (a control frame, a longer or partial frame, text
+ * that is not UTF-8) is left for the Python parser, which checks and reports it. */
+static PyObject *
+scan_small(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* called once per read: METH_FASTCALL, no format-string parsing */
+    if (nargs != 5 || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "scan_small(data, pos, max_frame_size, max_message_size, out: list)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t message_limit = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *out = args[4];
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)b.buf;
+    Py_ssize_t n = b.len;
+    unsigned char payload[125];
+    if (limit > message_limit)
+        limit = message_limit;
+    if (limit > 125)
+        limit = 125;
+    while (pos >= 0 && n - pos >= 6) {
+        unsigned char b0 = p[pos], b1 = p[pos + 1];
+        Py_ssize_t len = b1 & 0x7F;
+        if ((b0 != 0x81 && b0 != 0x82) || !(b1 & 0x80) || len > limit || n - pos - 6 < len)
+            break;
+        xor_mask(payload, p + pos + 6, len, p + pos + 2);
+        PyObject *item;
+        if (b0 == 0x81) {
+            item = PyUnicode_DecodeUTF8((const char *)payload, len, NULL);
+            if (item == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                    goto error;
+                PyErr_Clear();
+                break;
+            }
+        }
+        else {
+            item = PyBytes_FromStringAndSize((const char *)payload, len);
+            if (item == NULL)
+                goto error;
+        }
+        int failed = PyList_Append(out, item);
+        Py_DECREF(item);
+        if (failed)
+            goto error;
+        pos += 6 + len;
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromSsize_t(pos);
+error:
+    PyBuffer_Release(&b);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"scan_small", (PyCFunction)(void (*)(void))scan_small, METH_FASTCALL,
+     "scan_small(data, pos, max_frame_size, max_message_size, out) -> pos:\n"
+     "append the data of small whole masked messages to out."},
     {"apply_mask", apply_mask, METH_VARARGS, "apply_mask(data, mask) -> bytes: XOR data with a 4-byte key."},
     {"new_payload", new_payload, METH_O,
      "new_payload(n) -> (bytes, memoryview): n bytes to be filled, and a writable view of them."},

@@ -26,11 +26,11 @@ from typing import Any, Dict, Iterator, Optional, Union
 
 import gevent
 from gevent.event import AsyncResult, Event
-from gevent.hub import Waiter, get_hub
+from gevent.hub import Waiter, get_hub, getcurrent
 from gevent.lock import Semaphore
 
 from .exceptions import ConnectionClosed, ConnectionTimeout, WebSocketError
-from .protocol import Close, Message, Ping, Pong, Protocol
+from .protocol import Close, Ping, Pong, Protocol
 
 __all__ = ["WebSocket", "PendingPing"]
 
@@ -294,7 +294,7 @@ class WebSocket:
         while not queue:
             waiter = Waiter()
             self._waiters.append(waiter)
-            timer = gevent.Timeout._start_new_or_dummy(timeout)
+            timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None
             try:
                 waiter.get()
             except BaseException as exc:
@@ -302,11 +302,12 @@ class WebSocket:
                     self._waiters.remove(waiter)
                 except ValueError:
                     pass  # woken and interrupted at once
-                if exc is timer:
+                if timer is not None and exc is timer:
                     raise TimeoutError("no message within %s s" % timeout) from None
                 raise
             finally:
-                timer.cancel()
+                if timer is not None:
+                    timer.cancel()
         item = queue[0]
         if item.__class__ is not _Closed:  # the close sentinel stays for every later call
             del queue[0]
@@ -349,7 +350,25 @@ class WebSocket:
             with self._send_lock:
                 self._write(())
             return
-        with self._send_lock:
+        lock = self._send_lock
+        if self._raw is not None and not self._out and not lock.locked():
+            # Nothing is being written: a frame encoded and handed to a
+            # non-blocking send with no switch in between cannot interleave with
+            # another, nor overtake one (compressed frames keep their order).
+            pieces = proto.send_message(data, binary, compress)
+            if len(pieces) == 1:
+                frame = pieces[0]
+                try:
+                    sent = self._raw.send(frame)
+                except OSError:
+                    sent = 0  # _write below retries, waits or reports it
+                if sent == len(frame):
+                    return
+                pieces = [memoryview(frame)[sent:]]
+            with lock:
+                self._write(pieces)
+            return
+        with lock:
             # encoded under the lock: with permessage-deflate the order frames are
             # compressed in must be the order they are written in
             self._write(proto.send_message(data, binary, compress))
@@ -373,7 +392,12 @@ class WebSocket:
             # usually the kernel takes it all at once, header and payload in one
             # syscall: skip gevent's sendall machinery unless it does not
             try:
-                sent = raw.send(pieces[0]) if len(pieces) == 1 else raw.sendmsg(pieces) if pieces else 0
+                if len(pieces) == 1:
+                    sent = raw.send(pieces[0])
+                    if sent == len(pieces[0]):
+                        return
+                else:
+                    sent = raw.sendmsg(pieces) if pieces else 0
             except (BlockingIOError, InterruptedError):
                 sent = 0
             for piece in pieces:
@@ -468,7 +492,7 @@ class WebSocket:
         # connections still get theirs.
         for _ in range(_READ_BURST):
             # the rest of a large binary frame is read straight into its message
-            view = proto.payload_buffer() or self._rbuf
+            view = self._rbuf if proto._frame is None else proto.payload_buffer() or self._rbuf
             try:
                 n = raw.recv_into(view)
             except (BlockingIOError, InterruptedError):
@@ -503,13 +527,11 @@ class WebSocket:
     def _data_received(self, data) -> None:
         proto = self._proto
         self._last_seen = self._loop.now()
-        events = proto.receive_data(data)
         queue = self._queue
-        for event in events:
+        # messages go straight onto the queue; the events are control frames
+        for event in proto.receive_data(data, queue):
             cls = event.__class__
-            if cls is Message:
-                queue.append(event.data)
-            elif cls is Ping:
+            if cls is Ping:
                 if not self._drop_pings and not proto.close_sent:
                     self._send_soon(proto.send_pong(event.payload))
             elif cls is Pong:
@@ -602,10 +624,11 @@ class WebSocket:
         self._drop()
 
     def _wake(self) -> None:
-        if not self._waiters:
+        waiters = self._waiters
+        if not waiters:
             return
-        waiters, self._waiters = self._waiters, []
-        if gevent.getcurrent() is self._hub:
+        self._waiters = []
+        if getcurrent() is self._hub:
             for waiter in waiters:
                 waiter.switch(None)
         else:

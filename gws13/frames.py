@@ -58,11 +58,12 @@ def _py_apply_mask(data, mask: bytes) -> bytes:
 
 try:
     from ._speedups import apply_mask as apply_mask  # type: ignore[import-not-found]
-    from ._speedups import new_payload, unmask_into  # type: ignore[import-not-found]
+    from ._speedups import new_payload, scan_small, unmask_into  # type: ignore[import-not-found]
 except ImportError:  # no compiler at install time: the pure-Python path is correct, just slower
     apply_mask = _py_apply_mask
-    # without the extension large payloads are collected in chunks and joined
-    new_payload = unmask_into = None
+    # without the extension large payloads are collected in chunks and joined,
+    # and small frames are parsed by the protocol's own loop
+    new_payload = scan_small = unmask_into = None
 
 
 def _valid_codes() -> frozenset:

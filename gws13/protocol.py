@@ -18,12 +18,14 @@ from typing import Any, List, Optional, Union
 from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
                          ReservedBitsNotSupported, WebSocketError)
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, apply_mask,
-                     encode_close, encode_header, new_payload, parse_close, unmask_into)
+                     encode_close, encode_header, new_payload, parse_close, scan_small, unmask_into)
 
 __all__ = ["State", "Message", "Ping", "Pong", "Close", "Event", "Protocol"]
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _JOIN = 1 << 14  # payloads below this are joined to their header: one write, one copy
+# unmasked headers of whole text and binary frames of 0-125 bytes, by opcode
+_SMALL_HEADERS = {op: [bytes((0x80 | op, n)) for n in range(126)] for op in (OP_TEXT, OP_BINARY)}
 
 
 class State(enum.Enum):
@@ -80,14 +82,14 @@ class Close:
 Event = Union[Message, Ping, Pong, Close]
 
 
-def _whole(text: bool, payload: bytes) -> Message:
-    """The message of one unfragmented, uncompressed frame."""
+def _whole(text: bool, payload: bytes) -> Union[str, bytes]:
+    """The data of one unfragmented, uncompressed frame."""
     if text:
         try:
-            return Message(payload.decode("utf-8"))
+            return payload.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidData("text message is not valid UTF-8") from None
-    return Message(payload)
+    return payload
 
 
 class Protocol:
@@ -144,17 +146,33 @@ class Protocol:
         return State.OPEN
 
     # -- incoming ----------------------------------------------------------
-    def receive_data(self, data) -> List[Event]:
-        """Consume bytes from the peer; return the events they complete."""
+    def receive_data(self, data, messages: Optional[list] = None) -> List[Event]:
+        """Consume bytes from the peer; return the events they complete.
+
+        With a ``messages`` list the data of complete messages (``str`` for
+        text, ``bytes`` for binary) are appended to it, in order, instead of
+        being returned as :class:`Message` events; the events returned are then
+        the control frames only.  That is the connection layer's fast path."""
         events: List[Event] = []
         if self.failure is not None or self.close_received or self.eof:
             return events
         buf = self._buf
+        pos = 0
+        if (messages is not None and not buf and self._frame is None and self._op is None
+                and scan_small is not None and not self.client):
+            # small whole messages, all in C; whatever it stops at is checked below
+            pos = scan_small(data, 0, self.max_frame_size, self.max_message_size, messages)
+            if pos == len(data):
+                return events
+        if messages is None:
+            emit = lambda data: events.append(Message(data))  # noqa: E731
+        else:
+            emit = messages.append
         if not buf:
             # nothing left over: parse the caller's buffer in place, keep only the tail
-            mv = data if isinstance(data, memoryview) else memoryview(data)
+            mv = data if data.__class__ is memoryview else memoryview(data)
             try:
-                pos = self._parse(mv, mv, events)
+                pos = self._parse(mv, mv, events, emit, pos)
             except WebSocketError as exc:
                 self._fail(exc)
                 return events
@@ -165,7 +183,7 @@ class Protocol:
         mv = memoryview(buf)
         pos = 0
         try:
-            pos = self._parse(buf, mv, events)
+            pos = self._parse(buf, mv, events, emit, 0)
         except WebSocketError as exc:
             self._fail(exc)
             pos = len(buf)
@@ -193,14 +211,13 @@ class Protocol:
             self.close_code, self.close_reason = 1006, ""
         self.eof = True
 
-    def _parse(self, buf, mv: memoryview, events: List[Event]) -> int:
+    def _parse(self, buf, mv: memoryview, events: List[Event], emit, pos: int) -> int:
         n = len(buf)
-        pos = 0
         # server side only: frames up to this size need no limit check
         small = -1 if self.client else min(125, self.max_frame_size, self.max_message_size)
         while not self.close_received:
             if self._frame is not None:
-                pos = self._stream(mv, pos, n, events)
+                pos = self._stream(mv, pos, n, emit)
                 if self._frame is not None:
                     break
                 continue
@@ -213,7 +230,7 @@ class Protocol:
                 # the common case, kept lean: a small masked single-frame message
                 end = pos + 6 + length
                 if end <= n:
-                    events.append(_whole(b0 == 0x81, apply_mask(mv[pos + 6:end], mv[pos + 2:pos + 6])))
+                    emit(_whole(b0 == 0x81, apply_mask(mv[pos + 6:end], mv[pos + 2:pos + 6])))
                     pos = end
                     continue
                 if b0 == 0x82:
@@ -247,7 +264,7 @@ class Protocol:
                 if opcode >= OP_CLOSE:
                     self._on_control(opcode, payload, events)
                 else:
-                    self._on_data(opcode, b0, payload, events)
+                    self._on_data(opcode, b0, payload, emit)
             elif opcode >= OP_CLOSE:
                 break  # control frames are small: wait for all of it
             else:
@@ -302,18 +319,18 @@ class Protocol:
         self._size = 0
         self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
 
-    def _on_data(self, opcode: int, b0: int, payload: bytes, events: List[Event]) -> None:
+    def _on_data(self, opcode: int, b0: int, payload: bytes, emit) -> None:
         if opcode != OP_CONT:
             rsv = b0 & 0x70
             if b0 & 0x80 and not rsv:
-                events.append(_whole(opcode == OP_TEXT, payload))  # a whole message in one frame
+                emit(_whole(opcode == OP_TEXT, payload))  # a whole message in one frame
                 return
             self._start(opcode, rsv)
         self._feed(payload)
         if b0 & 0x80:
-            self._finish(events)
+            self._finish(emit)
 
-    def _stream(self, mv: memoryview, pos: int, n: int, events: List[Event]) -> int:
+    def _stream(self, mv: memoryview, pos: int, n: int, emit) -> int:
         frame = self._frame
         opcode, fin, rsv, mask, remaining, offset, payload, view = frame
         take = min(remaining, n - pos)
@@ -328,7 +345,7 @@ class Protocol:
                 frame[5] = offset + take
             else:
                 self._frame = None
-                events.append(Message(payload))
+                emit(payload)
             return pos + take
         if mask:
             k = offset & 3
@@ -345,7 +362,7 @@ class Protocol:
         else:
             self._frame = None
             if fin:
-                self._finish(events)
+                self._finish(emit)
         return pos + take
 
     def _feed(self, chunk: bytes) -> None:
@@ -362,7 +379,7 @@ class Protocol:
         if chunk:
             self._parts.append(chunk)
 
-    def _finish(self, events: List[Event]) -> None:
+    def _finish(self, emit) -> None:
         if self._compressed:
             # the end of the deflate stream: plain inflater output from here on
             tail = self.deflate.finish(self.max_message_size - self._size)
@@ -381,7 +398,7 @@ class Protocol:
         self._parts = []
         self._size = 0
         self._decoder = None
-        events.append(Message(data))
+        emit(data)
 
     def _on_control(self, opcode: int, payload: bytes, events: List[Event]) -> None:
         if opcode == OP_PING:
@@ -446,7 +463,7 @@ class Protocol:
             return [self.frame(opcode, payload, True, rsv1)]
         n = len(payload)
         if n < 126 and not rsv1:
-            return [bytes((0x80 | opcode, n)) + payload]
+            return [_SMALL_HEADERS[opcode][n] + payload]
         header = encode_header(opcode, n, True, rsv1)
         if n < _JOIN:
             return [header + payload]

@@ -271,3 +271,44 @@ def test_large_binary_frame_read_in_place():
         pos += n
     assert [e.data for e in events] == [payload, "after"]
     assert p.payload_buffer() is None
+
+
+def _both_ways(data, step, **kw):
+    """Feed ``data`` in pieces of ``step`` bytes to two protocols: one returning
+    Message events, one appending message data to a list (the connection's fast
+    path).  Returns what each saw."""
+    events_p, fast_p = server(**kw), server(**kw)
+    events, messages, controls = [], [], []
+    for i in range(0, len(data), step):
+        events += events_p.receive_data(data[i:i + step])
+        controls += fast_p.receive_data(memoryview(data)[i:i + step], messages)
+    assert (events_p.failure is None) == (fast_p.failure is None)
+    if events_p.failure is not None:
+        assert events_p.failure.code == fast_p.failure.code
+    return events, messages, controls
+
+
+@pytest.mark.parametrize("step", [1, 5, 6, 7, 64, 10 ** 6])
+def test_message_list_fast_path_agrees_with_events(step):
+    data = b"".join([frame(OP_TEXT, b"a" * n) for n in (0, 1, 125, 126)] +
+                    [frame(OP_BINARY, bytes(range(n))) for n in (0, 2, 125)] +
+                    [frame(OP_PING, b"p"), frame(OP_TEXT, "ü€".encode()),
+                     frame(OP_TEXT, b"frag", fin=False), frame(OP_CONT, b"ment"),
+                     frame(OP_BINARY, b"x" * 300)])
+    events, messages, controls = _both_ways(data, step)
+    assert [e.data for e in events if type(e) is Message] == messages
+    assert [type(e) for e in controls] == [Ping]
+    assert messages[:3] == ["", "a", "a" * 125] and messages[-2:] == ["fragment", b"x" * 300]
+
+
+@pytest.mark.parametrize("bad, code", [
+    (frame(OP_TEXT, b"ok\xff"), 1007),                    # not UTF-8: checked by the full parser
+    (frame(OP_BINARY, b"x" * 11), 1009),                  # over the limit
+    (frame(OP_BINARY, b"x", mask=None), 1002),            # not masked
+    (frame(OP_BINARY, b"x", rsv=4), 1002),                # reserved bit
+])
+def test_message_list_fast_path_leaves_bad_frames_to_the_checks(bad, code):
+    data = frame(OP_TEXT, b"before") + bad + frame(OP_TEXT, b"never")
+    events, messages, controls = _both_ways(data, 10 ** 6, max_frame_size=10, max_message_size=10)
+    assert messages == ["before"] and controls == []
+    assert [e.data for e in events] == ["before"]
