@@ -116,18 +116,17 @@ def _stack(g) -> list:
     return stack
 
 
-def _layers() -> list:
+def _layers() -> Iterator[dict]:
     """Override layers in force here, nearest first: this greenlet's blocks,
-    then those of the greenlet that spawned it, and so on."""
-    found = []
+    then those of the greenlet that spawned it, and so on.  Lazy: a lookup
+    usually stops at the current greenlet's own layers."""
     g = getcurrent()
     while g is not None:
         stack = getattr(g, _LAYERS, None)
         if stack:
-            found.extend(reversed(stack))
+            yield from reversed(stack)
         ref = getattr(g, "spawning_greenlet", None)
         g = ref() if ref is not None else None
-    return found
 
 
 def _lookup(name: str) -> Any:
@@ -145,7 +144,7 @@ def effective(**call_values: Any) -> Dict[str, Any]:
     ``call_values`` (validated here) on top.  Treat it as read-only: when no
     layer or keyword overrides anything, connections share one snapshot."""
     global _shared
-    layers = _layers()
+    layers = list(_layers())
     if not layers and not call_values:
         if _shared != _defaults:
             _shared = dict(_defaults)  # a new object: earlier snapshots stay as they were
