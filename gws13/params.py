@@ -221,6 +221,9 @@ def bind(name: str, value: Any) -> Iterator[None]:
 
 def lookup(name: str, default: Any = None) -> Any:
     """The value bound with :func:`bind` (or a parameter) in force here."""
+    stack = getattr(getcurrent(), _LAYERS, None)
+    if stack and name in stack[-1]:
+        return stack[-1][name]  # bound by the innermost block of this greenlet
     try:
         return _lookup(name)
     except KeyError:
