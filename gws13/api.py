@@ -11,7 +11,6 @@ from . import params as _params
 from .connection import WebSocket, _Closed
 from .exceptions import (AccessDenied, ConnectionClosed, HandshakeError, InvalidOptype,
                          UnexpectedError, WebSocketError)
-from .frames import OPTYPES
 from .handshake import check_request
 from .server import error_response
 
@@ -19,6 +18,7 @@ __all__ = ["with_websocket", "with_concurrent_websocket", "receive_message", "se
            "current_websocket"]
 
 _CURRENT = "gws13.current_websocket"
+_DATA_TYPES = {"text": False, "binary": True}  # send_message's data types: the binary flag
 
 
 def current_websocket() -> Optional[WebSocket]:
@@ -29,7 +29,7 @@ def current_websocket() -> Optional[WebSocket]:
 
 def _resolve(ws: Optional[WebSocket]) -> WebSocket:
     if ws is None:
-        ws = current_websocket()
+        ws = _params.lookup(_CURRENT)
         if ws is None:
             raise UnexpectedError("no current websocket: pass ws= or call inside with_websocket")
     return ws
@@ -45,7 +45,7 @@ def receive_message(ws: Optional[WebSocket] = None) -> Tuple[Union[str, bytes, N
     ws = _resolve(ws)
     item = ws._next(None)
     if item.__class__ is not _Closed:
-        return item, ("text" if isinstance(item, str) else "binary")
+        return item, ("text" if item.__class__ is str else "binary")
     if item.reported:
         return None, None
     item.reported = True
@@ -58,15 +58,16 @@ def send_message(data: Union[str, bytes], type: str = "text", ws: Optional[WebSo
     """Send ``data`` as ``type``: "text", "binary", "ping" or "pong".
 
     Raises InvalidOptype for any other type and ConnectionClosed after close."""
-    if type not in OPTYPES or type in ("continuation", "connection-close"):
+    binary = _DATA_TYPES.get(type)
+    if binary is None and type not in ("ping", "pong"):
         raise InvalidOptype(f"invalid message type {type!r}")
     ws = _resolve(ws)
-    if type == "ping":
+    if binary is not None:
+        ws.send(data, binary)
+    elif type == "ping":
         ws.ping(data)
-    elif type == "pong":
-        ws.pong(data.encode("utf-8") if isinstance(data, str) else data)
     else:
-        ws.send(data, binary=(type == "binary"))
+        ws.pong(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _websocket_for(environ: dict) -> Optional[WebSocket]:

@@ -486,11 +486,17 @@ class WebSocket:
     # -- reading ---------------------------------------------------------------
     def _on_readable(self) -> None:
         # runs in the hub: no blocking here
-        raw, proto = self._raw, self._proto
+        raw, proto, queue = self._raw, self._proto, self._queue
         # A full buffer means more is waiting (a large message arriving): take a
         # few more reads in this turn of the loop, bounded so that other
         # connections still get theirs.
         for _ in range(_READ_BURST):
+            if len(queue) >= self._max_queue:
+                # The application is behind: stop reading until it catches up (TCP
+                # backpressure).  Decided when more input comes, not when the queue
+                # fills, so a reader that keeps up never stops and restarts this.
+                self._pause()
+                return
             # the rest of a large binary frame is read straight into its message
             view = self._rbuf if proto._frame is None else proto.payload_buffer() or self._rbuf
             try:
@@ -503,14 +509,16 @@ class WebSocket:
                 self._lost()
                 return
             self._data_received(view[:n])
-            if n < len(view) or self._paused or self._dropped:
+            if n < len(view) or self._dropped:
                 return
 
     def _read_loop(self) -> None:
         view = memoryview(bytearray(1 << 14))
         sock = self._sock
-        proto = self._proto
+        proto, queue = self._proto, self._queue
         while not self._dropped:
+            if len(queue) >= self._max_queue and queue[-1].__class__ is not _Closed:
+                self._pause()  # as in _on_readable; after the end, read on until EOF
             if self._paused:
                 self._resume.wait()
                 continue
@@ -540,8 +548,6 @@ class WebSocket:
                 self._on_close(event)
         if proto.failure is not None:
             self._on_failure(proto)
-        elif len(queue) >= self._max_queue and not self._paused and not proto.close_received:
-            self._pause()
         self._wake()
 
     def _on_pong(self, payload: bytes) -> None:
