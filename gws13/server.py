@@ -14,7 +14,7 @@ import io
 import socket
 import sys
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import gevent
 from gevent import pywsgi
@@ -200,11 +200,65 @@ class WebSocketHandler(WSGIHandler):
             environ["wsgi.input"] = io.BytesIO()
         self.socket.sendall(head)
         ws._acceptor = None
+        # the parsed request headers (an email Message, ~1.3 KB) would live as
+        # long as the connection; only an access log reads them again
+        self.headers = _HeadersFromEnviron(environ)
         self.status = "101 Switching Protocols"
         self.headers_sent = True
         self.close_connection = True
         ws._start(self.socket, proto, params, pending)
         _track(self.server, ws)
+
+
+class _HeadersFromEnviron:
+    """Stands in for a pywsgi handler's parsed request headers once the
+    connection is a WebSocket.  Nothing reads them while it is open; after it,
+    an access log may (gunicorn's reads ``headers.items()``).  The same headers
+    are in the environ (``HTTP_*``, ``CONTENT_TYPE``, ``CONTENT_LENGTH``), so the
+    message is rebuilt from there on first use: the same values, names in
+    title case, repeated headers joined as pywsgi joins them in the environ."""
+
+    __slots__ = ("_environ", "_message")
+
+    def __init__(self, environ: dict) -> None:
+        self._environ = environ
+        self._message: Any = None
+
+    def _parsed(self) -> Any:
+        message = self._message
+        if message is None:
+            lines = []
+            for key, value in list(self._environ.items()):
+                if key.startswith("HTTP_"):
+                    key = key[5:]
+                elif key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                    continue
+                if isinstance(value, str):
+                    lines.append(f"{key.replace('_', '-').title()}: {value}\r\n")
+            head = ("".join(lines) + "\r\n").encode("latin-1", "replace")
+            message = self._message = pywsgi.headers_factory(io.BytesIO(head))
+        return message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parsed(), name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._parsed()[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parsed()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return str(self._parsed())
 
 
 def _take_buffered(rfile: Any, sock: Any) -> bytes:
