@@ -138,18 +138,39 @@ def _lookup(name: str) -> Any:
 
 
 _shared: Dict[str, Any] = {}  # the defaults snapshot handed out while nothing overrides them
+# snapshots of the defaults with the same keyword values on top (with_websocket
+# always passes max_queue=1): shared too, as long as the defaults do not change
+_variants: Dict[tuple, Dict[str, Any]] = {}
+_MAX_VARIANTS = 32
 
 
 def effective(**call_values: Any) -> Dict[str, Any]:
     """A snapshot of every parameter as seen from the current greenlet, with
     ``call_values`` (validated here) on top.  Treat it as read-only: when no
-    layer or keyword overrides anything, connections share one snapshot."""
+    layer overrides anything, connections with the same keyword values share
+    one snapshot."""
     global _shared
     layers = _layers()
-    if not layers and not call_values:
+    if not layers:
         if _shared != _defaults:
             _shared = dict(_defaults)  # a new object: earlier snapshots stay as they were
-        return _shared
+            _variants.clear()
+        if not call_values:
+            return _shared
+        checked = validate(call_values)
+        # the type is part of the key: 5 and 5.0 are equal, but a snapshot
+        # gives back exactly the value it was given
+        key = tuple((k, v.__class__, v) for k, v in checked.items())
+        try:
+            values = _variants.get(key)
+        except TypeError:  # an unhashable value (e.g. a callable object)
+            values, key = None, None
+        if values is None:
+            values = dict(_shared)
+            values.update(checked)
+            if key is not None and len(_variants) < _MAX_VARIANTS:
+                _variants[key] = values
+        return values
     values = dict(_defaults)
     for layer in reversed(layers):
         values.update((k, v) for k, v in layer.items() if k in _SPEC)
