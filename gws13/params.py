@@ -228,17 +228,24 @@ def _pop(stack: list, layer: dict) -> None:
             return
 
 
-@contextlib.contextmanager
-def bind(name: str, value: Any) -> Iterator[None]:
+class bind:
     """Bind a library-internal greenlet-inherited value (no validation), e.g.
-    the current websocket; read it back with :func:`lookup`."""
-    layer = {name: value}
-    stack = _stack(getcurrent())
-    stack.append(layer)
-    try:
-        yield
-    finally:
-        _pop(stack, layer)
+    the current websocket, for a ``with`` block; read it back with
+    :func:`lookup`.  A small class rather than a generator-based context
+    manager: with_websocket holds one for the whole life of a connection."""
+
+    __slots__ = ("_layer", "_stack")
+
+    def __init__(self, name: str, value: Any) -> None:
+        self._layer = {name: value}
+        self._stack: Any = None
+
+    def __enter__(self) -> None:
+        stack = self._stack = _stack(getcurrent())
+        stack.append(self._layer)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _pop(self._stack, self._layer)
 
 
 def lookup(name: str, default: Any = None) -> Any:
