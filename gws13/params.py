@@ -228,6 +228,20 @@ def _pop(stack: list, layer: dict) -> None:
             return
 
 
+def push(name: str, value: Any) -> dict:
+    """What entering :class:`bind` does, for a caller that keeps no context
+    manager: bind ``name`` in the current greenlet until :func:`pop` (called
+    in the same greenlet)."""
+    layer = {name: value}
+    _stack(getcurrent()).append(layer)
+    return layer
+
+
+def pop(layer: dict) -> None:
+    """End a binding that :func:`push` made in the current greenlet."""
+    _pop(_stack(getcurrent()), layer)
+
+
 class bind:
     """Bind a library-internal greenlet-inherited value (no validation), e.g.
     the current websocket, for a ``with`` block; read it back with
