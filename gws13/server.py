@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import socket
 import sys
-import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import gevent
@@ -90,10 +89,12 @@ def negotiate(environ: dict, params: Dict[str, Any]) -> Tuple[bytes, Protocol, O
 
 def _track(server: Any, ws: WebSocket) -> None:
     # Closing the server (WSGIServer.stop calls close first) says 1001 to every
-    # open WebSocket before the listener goes away.
+    # open WebSocket before the listener goes away.  A plain set (a WeakSet
+    # costs a weak reference per connection): the handler's run_application
+    # takes the WebSocket out when it ends (_untrack).
     registry = server.__dict__.get("_gws13_websockets")
     if registry is None:
-        registry = server._gws13_websockets = weakref.WeakSet()
+        registry = server._gws13_websockets = set()
         original_close = server.close
 
         def close() -> None:
@@ -103,6 +104,12 @@ def _track(server: Any, ws: WebSocket) -> None:
 
         server.close = close
     registry.add(ws)
+
+
+def _untrack(server: Any, ws: WebSocket) -> None:
+    registry = server.__dict__.get("_gws13_websockets")
+    if registry is not None:
+        registry.discard(ws)
 
 
 class WebSocketHandler(WSGIHandler):
@@ -156,6 +163,8 @@ class WebSocketHandler(WSGIHandler):
             elif not self._gws13_refused:
                 self.process_result()
         finally:
+            if ws._accepted:
+                _untrack(self.server, ws)
             close = getattr(self.result, "close", None)
             self.result = None
             if close is not None:
