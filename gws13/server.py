@@ -204,7 +204,9 @@ class WebSocketHandler(WSGIHandler):
         # the HTTP reader and its 8 KiB buffer would live as long as the connection
         self.rfile = None
         if getattr(self, "wsgi_input", None) is not None:
-            self.wsgi_input.rfile = None
+            # pywsgi only calls _discard() on it after the application: there is
+            # no request body to skip on a WebSocket
+            self.wsgi_input = _NO_INPUT
         if environ.get("wsgi.input") is not None and not isinstance(environ["wsgi.input"], io.BytesIO):
             environ["wsgi.input"] = io.BytesIO()
         self.socket.sendall(head)
@@ -268,6 +270,25 @@ class _HeadersFromEnviron:
 
     def __str__(self) -> str:
         return str(self._parsed())
+
+
+class _NoInput:
+    """A pywsgi handler's ``wsgi_input`` after the upgrade: the socket
+    carries frames now, there is no HTTP body left to read or discard."""
+
+    __slots__ = ()
+
+    def _discard(self) -> None:
+        pass
+
+    def read(self, length: Optional[int] = None) -> bytes:
+        return b""
+
+    def readline(self, size: Optional[int] = None) -> bytes:
+        return b""
+
+
+_NO_INPUT = _NoInput()
 
 
 def _take_buffered(rfile: Any, sock: Any) -> bytes:
