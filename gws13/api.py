@@ -102,8 +102,9 @@ def with_concurrent_websocket(environ: dict, start_response: Callable,
 def _run(environ: dict, start_response: Callable, proc: Callable, call_params: dict,
          read_ahead: Optional[int]) -> Iterable[bytes]:
     if read_ahead is not None and "max_queue" not in call_params:
-        call_params = dict(call_params, max_queue=read_ahead)
-    settings = _params.effective(**call_params)
+        settings = _params.effective(max_queue=read_ahead, **call_params)
+    else:
+        settings = _params.effective(**call_params)
     try:
         check_request(environ)
     except HandshakeError as exc:
@@ -119,7 +120,10 @@ def _run(environ: dict, start_response: Callable, proc: Callable, call_params: d
         ws._acceptor(ws, settings)
     except AccessDenied:
         return []
-    with _params.bind(_CURRENT, ws):
+    # _params.bind without a context manager object: this frame lives as long
+    # as the connection
+    layer = _params.push(_CURRENT, ws)
+    try:
         try:
             proc(ws)
         except WebSocketError as exc:
@@ -138,4 +142,6 @@ def _run(environ: dict, start_response: Callable, proc: Callable, call_params: d
             ws.close(1000)
             if ws.failure is not None and settings["propagate_common_errors"]:
                 raise ws.failure
+    finally:
+        _params.pop(layer)
     return []

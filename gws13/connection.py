@@ -229,8 +229,13 @@ class WebSocket:
         if raw is not None and not hasattr(sock, "_sslobj"):
             self._raw = raw
             self._rbuf = _read_buffer(hub)
-            self._io = self._loop.io(sock.fileno(), 1)
-            self._io.start(self._on_readable)
+            # the socket's own read watcher (nothing else waits on it while
+            # this one reads): one libev watcher less per connection
+            io = getattr(sock, "_read_event", None)
+            if io is None or io.active or io.callback is not None:
+                io = self._loop.io(sock.fileno(), 1)
+            self._io = io
+            io.start(self._on_readable)
         else:
             self._raw = None
             self._resume = Event()
@@ -768,9 +773,11 @@ class WebSocket:
         if self._dropped:
             return
         self._dropped = True
-        if self._io is not None:
-            self._io.stop()
-            self._io.close()
+        io = self._io
+        if io is not None:
+            io.stop()
+            if io is not getattr(self._sock, "_read_event", None):
+                io.close()  # our own watcher; the socket's is closed with the socket
         self._deadline = None  # the scheduler skips this connection's entry
         if self._resume is not None:
             self._resume.set()

@@ -137,18 +137,39 @@ def _lookup(name: str) -> Any:
 
 
 _shared: Dict[str, Any] = {}  # the defaults snapshot handed out while nothing overrides them
+# snapshots of the defaults with the same keyword values on top (with_websocket
+# always passes max_queue=1): shared too, as long as the defaults do not change
+_variants: Dict[tuple, Dict[str, Any]] = {}
+_MAX_VARIANTS = 32
 
 
 def effective(**call_values: Any) -> Dict[str, Any]:
     """A snapshot of every parameter as seen from the current greenlet, with
     ``call_values`` (validated here) on top.  Treat it as read-only: when no
-    layer or keyword overrides anything, connections share one snapshot."""
+    layer overrides anything, connections with the same keyword values share
+    one snapshot."""
     global _shared
     layers = list(_layers())
-    if not layers and not call_values:
+    if not layers:
         if _shared != _defaults:
             _shared = dict(_defaults)  # a new object: earlier snapshots stay as they were
-        return _shared
+            _variants.clear()
+        if not call_values:
+            return _shared
+        checked = validate(call_values)
+        # the type is part of the key: 5 and 5.0 are equal, but a snapshot
+        # gives back exactly the value it was given
+        key = tuple((k, v.__class__, v) for k, v in checked.items())
+        try:
+            values = _variants.get(key)
+        except TypeError:  # an unhashable value (e.g. a callable object)
+            values, key = None, None
+        if values is None:
+            values = dict(_shared)
+            values.update(checked)
+            if key is not None and len(_variants) < _MAX_VARIANTS:
+                _variants[key] = values
+        return values
     values = dict(_defaults)
     for layer in reversed(layers):
         values.update((k, v) for k, v in layer.items() if k in _SPEC)
@@ -206,17 +227,38 @@ def _pop(stack: list, layer: dict) -> None:
             return
 
 
-@contextlib.contextmanager
-def bind(name: str, value: Any) -> Iterator[None]:
-    """Bind a library-internal greenlet-inherited value (no validation), e.g.
-    the current websocket; read it back with :func:`lookup`."""
+def push(name: str, value: Any) -> dict:
+    """What entering :class:`bind` does, for a caller that keeps no context
+    manager: bind ``name`` in the current greenlet until :func:`pop` (called
+    in the same greenlet)."""
     layer = {name: value}
-    stack = _stack(getcurrent())
-    stack.append(layer)
-    try:
-        yield
-    finally:
-        _pop(stack, layer)
+    _stack(getcurrent()).append(layer)
+    return layer
+
+
+def pop(layer: dict) -> None:
+    """End a binding that :func:`push` made in the current greenlet."""
+    _pop(_stack(getcurrent()), layer)
+
+
+class bind:
+    """Bind a library-internal greenlet-inherited value (no validation), e.g.
+    the current websocket, for a ``with`` block; read it back with
+    :func:`lookup`.  A small class rather than a generator-based context
+    manager: with_websocket holds one for the whole life of a connection."""
+
+    __slots__ = ("_layer", "_stack")
+
+    def __init__(self, name: str, value: Any) -> None:
+        self._layer = {name: value}
+        self._stack: Any = None
+
+    def __enter__(self) -> None:
+        stack = self._stack = _stack(getcurrent())
+        stack.append(self._layer)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _pop(self._stack, self._layer)
 
 
 def lookup(name: str, default: Any = None) -> Any:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import io
 import socket
 import sys
-import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import gevent
 from gevent import pywsgi
@@ -90,10 +89,12 @@ def negotiate(environ: dict, params: Dict[str, Any]) -> Tuple[bytes, Protocol, O
 
 def _track(server: Any, ws: WebSocket) -> None:
     # Closing the server (WSGIServer.stop calls close first) says 1001 to every
-    # open WebSocket before the listener goes away.
+    # open WebSocket before the listener goes away.  A plain set (a WeakSet
+    # costs a weak reference per connection): the handler's run_application
+    # takes the WebSocket out when it ends (_untrack).
     registry = server.__dict__.get("_gws13_websockets")
     if registry is None:
-        registry = server._gws13_websockets = weakref.WeakSet()
+        registry = server._gws13_websockets = set()
         original_close = server.close
 
         def close() -> None:
@@ -103,6 +104,12 @@ def _track(server: Any, ws: WebSocket) -> None:
 
         server.close = close
     registry.add(ws)
+
+
+def _untrack(server: Any, ws: WebSocket) -> None:
+    registry = server.__dict__.get("_gws13_websockets")
+    if registry is not None:
+        registry.discard(ws)
 
 
 class WebSocketHandler(WSGIHandler):
@@ -156,6 +163,8 @@ class WebSocketHandler(WSGIHandler):
             elif not self._gws13_refused:
                 self.process_result()
         finally:
+            if ws._accepted:
+                _untrack(self.server, ws)
             close = getattr(self.result, "close", None)
             self.result = None
             if close is not None:
@@ -195,16 +204,91 @@ class WebSocketHandler(WSGIHandler):
         # the HTTP reader and its 8 KiB buffer would live as long as the connection
         self.rfile = None
         if getattr(self, "wsgi_input", None) is not None:
-            self.wsgi_input.rfile = None
+            # pywsgi only calls _discard() on it after the application: there is
+            # no request body to skip on a WebSocket
+            self.wsgi_input = _NO_INPUT
         if environ.get("wsgi.input") is not None and not isinstance(environ["wsgi.input"], io.BytesIO):
             environ["wsgi.input"] = io.BytesIO()
         self.socket.sendall(head)
         ws._acceptor = None
+        # the parsed request headers (an email Message, ~1.3 KB) would live as
+        # long as the connection; only an access log reads them again
+        self.headers = _HeadersFromEnviron(environ)
         self.status = "101 Switching Protocols"
         self.headers_sent = True
         self.close_connection = True
         ws._start(self.socket, proto, params, pending)
         _track(self.server, ws)
+
+
+class _HeadersFromEnviron:
+    """Stands in for a pywsgi handler's parsed request headers once the
+    connection is a WebSocket.  Nothing reads them while it is open; after it,
+    an access log may (gunicorn's reads ``headers.items()``).  The same headers
+    are in the environ (``HTTP_*``, ``CONTENT_TYPE``, ``CONTENT_LENGTH``), so the
+    message is rebuilt from there on first use: the same values, names in
+    title case, repeated headers joined as pywsgi joins them in the environ."""
+
+    __slots__ = ("_environ", "_message")
+
+    def __init__(self, environ: dict) -> None:
+        self._environ = environ
+        self._message: Any = None
+
+    def _parsed(self) -> Any:
+        message = self._message
+        if message is None:
+            lines = []
+            for key, value in list(self._environ.items()):
+                if key.startswith("HTTP_"):
+                    key = key[5:]
+                elif key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                    continue
+                if isinstance(value, str):
+                    lines.append(f"{key.replace('_', '-').title()}: {value}\r\n")
+            head = ("".join(lines) + "\r\n").encode("latin-1", "replace")
+            message = self._message = pywsgi.headers_factory(io.BytesIO(head))
+        return message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parsed(), name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._parsed()[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parsed()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return str(self._parsed())
+
+
+class _NoInput:
+    """A pywsgi handler's ``wsgi_input`` after the upgrade: the socket
+    carries frames now, there is no HTTP body left to read or discard."""
+
+    __slots__ = ()
+
+    def _discard(self) -> None:
+        pass
+
+    def read(self, length: Optional[int] = None) -> bytes:
+        return b""
+
+    def readline(self, size: Optional[int] = None) -> bytes:
+        return b""
+
+
+_NO_INPUT = _NoInput()
 
 
 def _take_buffered(rfile: Any, sock: Any) -> bytes:

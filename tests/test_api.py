@@ -77,6 +77,24 @@ def test_parameterize_is_greenlet_local():
     assert gws13.parameters.ping_interval == 15
 
 
+def test_snapshots_with_the_same_keywords_are_shared_until_a_default_changes():
+    from gws13 import params
+    a = params.effective(max_queue=1)
+    assert a["max_queue"] == 1 and a["ping_interval"] == 15
+    assert params.effective(max_queue=1) is a  # one snapshot for every such connection
+    assert params.effective(max_queue=2)["max_queue"] == 2
+    assert params.effective(ping_interval=5.0)["ping_interval"].__class__ is float
+    assert params.effective(ping_interval=5)["ping_interval"].__class__ is int
+    gws13.parameters.ping_interval = 7
+    b = params.effective(max_queue=1)
+    assert b is not a and b["ping_interval"] == 7 and a["ping_interval"] == 15
+    with gws13.parameterize(close_timeout=2):
+        c = params.effective(max_queue=1)
+        assert c is not b and c["close_timeout"] == 2 and c["max_queue"] == 1
+    with pytest.raises(TypeError):
+        params.effective(max_queue="1")
+
+
 def test_per_call_keywords_win(serve):
     def app(environ, start_response):
         with gws13.parameterize(ping_interval=0):

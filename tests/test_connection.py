@@ -483,6 +483,20 @@ def test_server_stop_closes_open_websockets_with_1001(serve):
     assert not stopper.is_alive() and time.monotonic() - start < 3
 
 
+def test_server_forgets_websockets_that_ended(serve):
+    srv = serve(ws_app(echo))
+    for _ in range(3):
+        c = websocket.create_connection(srv.url, timeout=5)
+        c.send("x")
+        assert c.recv() == "x"
+        assert len(srv.server._gws13_websockets) == 1
+        c.close()
+        deadline = time.monotonic() + 5
+        while srv.server._gws13_websockets and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not srv.server._gws13_websockets
+
+
 def test_environ_path_uses_parameters_and_parameterize(serve):
     def app(environ, start_response):
         with gws13.parameterize(ping_interval=0.1):

@@ -298,3 +298,35 @@ def test_messages_keep_order_under_load(serve, handler_class):
         assert [ws.receive(timeout=TIMEOUT) for _ in range(500)] == [str(i) for i in range(500)]
     finally:
         ws.close()
+
+
+def test_request_headers_after_the_upgrade_are_rebuilt_for_access_logs(serve):
+    # the handler drops its parsed headers once the connection is a WebSocket;
+    # what an access log reads after it (gunicorn: headers.items()) is still there
+    seen = []
+
+    class Handler(gws13.WebSocketHandler):
+        def log_request(self):
+            seen.append((self.status, dict(self.headers.items()), self.headers.get("x-trace"),
+                         "User-Agent" in self.headers, self.requestline))
+            super().log_request()
+
+    server = serve(gws13.websocket_app(echo), handler_class=Handler)
+    client = RawClient(server.port, path="/ws?a=1", headers={"User-Agent": "t/1", "X-Trace": "a",
+                                                              "x-trace": "b"})
+    try:
+        assert client.status == 101
+        client.send_frame(OP_TEXT, b"hi")
+        assert client.next_event().data == "hi"
+        client.send_frame(OP_CLOSE, encode_close(1000))
+        read_to_eof(client.sock)
+    finally:
+        client.close()
+    server.stop()
+    (status, headers, trace, has_agent, requestline), = seen
+    assert status == "101 Switching Protocols" and has_agent and trace == "a,b"
+    assert requestline == "GET /ws?a=1 HTTP/1.1"
+    assert {k.lower(): v for k, v in headers.items()} == {
+        "host": f"127.0.0.1:{server.port}", "upgrade": "websocket", "connection": "Upgrade",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13",
+        "user-agent": "t/1", "x-trace": "a,b"}
