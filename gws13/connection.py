@@ -297,7 +297,7 @@ class WebSocket:
         if self._deferred is not None and queue and queue[0].__class__ is _Closed:
             self._run_deferred()
         while not queue:
-            waiter = Waiter()
+            waiter = Waiter(self._hub)
             self._waiters.append(waiter)
             timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None
             try:
