@@ -133,7 +133,6 @@ class Protocol:
         # remaining, offset, payload, view]; for a whole binary message read in
         # place (C extension), payload is the message's bytes being filled and
         # view a writable memoryview of them, else both are None
-
         self._frame: Optional[list] = None
 
     # -- state -------------------------------------------------------------
@@ -165,7 +164,7 @@ class Protocol:
             if pos == len(data):
                 return events
         if messages is None:
-            emit = lambda data: events.append(Message(data))  # noqa: E731
+            emit = lambda item: events.append(Message(item))  # noqa: E731
         else:
             emit = messages.append
         if not buf:
