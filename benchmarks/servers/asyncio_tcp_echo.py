@@ -1,5 +1,5 @@
 """Ceiling: raw asyncio TCP echo (Protocol on the stdlib event loop, no framing)."""
-import argparse
+from cli import options
 import asyncio
 
 
@@ -17,6 +17,4 @@ async def main(port):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    asyncio.run(main(ap.parse_args().port))
+    asyncio.run(main(options().port))

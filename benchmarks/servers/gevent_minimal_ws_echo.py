@@ -6,7 +6,7 @@ header + payload back with one sendall().  No UTF-8 validation, no fragmentation
 handling beyond close, no str decoding.  --broadcast: a text message "broadcast:<payload>" is sent
 as <payload> to every connected client instead of being echoed (fan-out ceiling for workload E).
 """
-import argparse
+from cli import options
 import base64
 import hashlib
 import socket
@@ -79,9 +79,6 @@ def handle(sock, _addr):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--broadcast", action="store_true")
-    a = ap.parse_args()
+    a = options()
     BROADCAST = a.broadcast
     StreamServer(("127.0.0.1", a.port), handle, backlog=1024).serve_forever()

@@ -1,5 +1,5 @@
 """Ceiling: raw gevent TCP echo (StreamServer, one greenlet per connection, no framing)."""
-import argparse
+from cli import options
 import socket
 
 from gevent.server import StreamServer
@@ -16,6 +16,4 @@ def handle(sock, _addr):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    StreamServer(("127.0.0.1", ap.parse_args().port), handle, backlog=1024).serve_forever()
+    StreamServer(("127.0.0.1", options().port), handle, backlog=1024).serve_forever()

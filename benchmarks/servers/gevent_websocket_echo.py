@@ -1,6 +1,6 @@
 """gevent-websocket 0.10.1: gevent.pywsgi.WSGIServer + geventwebsocket.handler.WebSocketHandler,
 library defaults.  --broadcast: "broadcast:<payload>" is sent as <payload> to every client."""
-import argparse
+from cli import options
 
 from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
@@ -34,10 +34,7 @@ def app(environ, start_response):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--broadcast", action="store_true")
-    a = ap.parse_args()
+    a = options()
     BROADCAST = a.broadcast
     pywsgi.WSGIServer(("127.0.0.1", a.port), app, handler_class=WebSocketHandler, log=None,
                       backlog=1024).serve_forever()

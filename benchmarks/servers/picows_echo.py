@@ -1,7 +1,7 @@
 """picows (Cython) on the stdlib asyncio loop: echoes every frame with its type, 16 MiB frame
 limit, library defaults otherwise.  --broadcast: "broadcast:<payload>" is sent as <payload> to
 every client."""
-import argparse
+from cli import options
 import asyncio
 
 from picows import WSListener, WSMsgType, ws_create_server
@@ -40,9 +40,6 @@ async def main(port):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--broadcast", action="store_true")
-    a = ap.parse_args()
+    a = options()
     BROADCAST = a.broadcast
     asyncio.run(main(a.port))

@@ -4,7 +4,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
+from cli import options  # noqa: E402
 
 import simple_websocket  # noqa: E402
 from gevent import pywsgi  # noqa: E402
@@ -21,6 +21,4 @@ def app(environ, start_response):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    pywsgi.WSGIServer(("127.0.0.1", ap.parse_args().port), app, log=None, backlog=1024).serve_forever()
+    pywsgi.WSGIServer(("127.0.0.1", options().port), app, log=None, backlog=1024).serve_forever()

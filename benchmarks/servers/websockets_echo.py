@@ -1,7 +1,7 @@
 """websockets (asyncio implementation): compression off, C speedups required, 16 MiB message
 limit, default keepalive (ping every 20 s).  --broadcast: "broadcast:<payload>" is sent as
 <payload> to every client with websockets' broadcast()."""
-import argparse
+from cli import options
 import asyncio
 
 import websockets.frames
@@ -36,8 +36,5 @@ async def main(port, handler):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--broadcast", action="store_true")
-    a = ap.parse_args()
+    a = options()
     asyncio.run(main(a.port, echo_or_broadcast if a.broadcast else echo))
