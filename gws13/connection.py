@@ -38,6 +38,7 @@ _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of batched frames that trigger a write at once
 _READ_SIZE = 1 << 18  # one recv; the buffer is shared by a hub's connections
 _READ_BURST = 4  # recvs in one readiness callback while the buffer comes back full
+_DIRECT_READS = 4  # reads a receiving greenlet may make itself between two waits in the hub
 _BATCH_ITEM = 4096  # messages up to this length (chars or bytes) may be batched
 _BATCHABLE = (str, bytes)
 _buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictionary()
@@ -162,7 +163,7 @@ class WebSocket:
         "_done", "_pings", "_ping_seq", "_io", "_reader", "_resume", "_paused", "_deadline",
         "_dropped", "_deferred", "_grace", "_close_callbacks", "_out", "_out_size",
         "_flush_scheduled", "_max_queue", "_drop_pings", "_hub", "_loop", "_last_seen",
-        "_last_ping", "_keepalive", "_raw", "_rbuf",
+        "_last_ping", "_keepalive", "_raw", "_rbuf", "_direct_reads",
     )
 
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
@@ -192,6 +193,7 @@ class WebSocket:
         self._reader: Any = None
         self._resume: Optional[Event] = None
         self._paused = False
+        self._direct_reads = _DIRECT_READS
         # this connection's entry in its hub's _Scheduler (None: not scheduled)
         self._deadline: Optional[float] = None
         # the last keepalive ping: (payload, time sent)
@@ -297,6 +299,17 @@ class WebSocket:
         if self._deferred is not None and queue and queue[0].__class__ is _Closed:
             self._run_deferred()
         while not queue:
+            io = self._io
+            if self._direct_reads and io is not None and io.active:
+                # Try a read before parking in the hub, as gevent's socket.recv
+                # does: often the next message is already there, and the time
+                # this takes lets the hub find it ready rather than sleep and be
+                # woken for it.  Bounded, so that a peer that never runs dry
+                # cannot keep this greenlet from yielding to other connections.
+                self._direct_reads -= 1
+                self._on_readable()
+                if queue:
+                    break
             waiter = Waiter(self._hub)
             self._waiters.append(waiter)
             timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None
@@ -313,6 +326,7 @@ class WebSocket:
             finally:
                 if timer is not None:
                     timer.cancel()
+            self._direct_reads = _DIRECT_READS
         item = queue[0]
         if item.__class__ is not _Closed:  # the close sentinel stays for every later call
             del queue[0]

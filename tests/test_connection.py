@@ -1,10 +1,12 @@
 """End-to-end behaviour of upgraded connections with real clients."""
 
 import queue
+import select
 import threading
 import time
 
 import gevent
+import greenlet
 import pytest
 import websocket  # websocket-client
 from websockets.sync.client import connect as websockets_connect
@@ -533,3 +535,29 @@ def test_one_scheduler_keeps_each_connections_own_interval(serve):
     assert 2 <= counts.get("slow", 0) <= 4
     fast.close()
     slow.close()
+
+
+def test_receive_reads_in_its_own_greenlet_but_still_yields(serve):
+    """A message already in the socket is read by the receiving greenlet itself,
+    with no trip through the hub, but only a few times in a row: then it waits
+    in the hub, where other connections get their turn."""
+    srv = serve(ws_app(echo))
+    ws = gws13.connect(srv.url, timeout=5)
+    hub = gevent.get_hub()
+    to_hub = []
+    previous = greenlet.settrace(lambda event, args: to_hub.append(args[1] is hub))
+    try:
+        went = []
+        for i in range(2 * (gws13.connection._DIRECT_READS + 1)):
+            ws.send("m%d" % i)
+            # a blocking select (not gevent's): the echo is in the kernel's buffer
+            # and this thread's hub has not run since
+            assert select.select([ws._raw], [], [], 5)[0]
+            del to_hub[:]
+            assert ws.receive() == "m%d" % i
+            went.append(any(to_hub))
+    finally:
+        greenlet.settrace(previous)
+    ws.close()
+    direct = [False] * gws13.connection._DIRECT_READS
+    assert went == (direct + [True]) * 2
