@@ -729,25 +729,35 @@ def main():
                 return rec
             log(f"other processes used {rec['others_cpu']:.2f} cores during the run: measuring again")
 
+    ews = [w for w in wls if w in ECHO_WL]
     for rep in range(1, a.repeats + 1):
-        for name in names:
-            spec = BY_NAME[name]
-            ews = [w for w in wls if w in ECHO_WL]
-            why = gws13_check(spec, "echo")
+        # a different server goes first in each repeat
+        order = names[(rep - 1) % len(names):] + names[:(rep - 1) % len(names)]
+        live = {}
+        for name in order:
+            why = gws13_check(BY_NAME[name], "echo")
             for w in ews if why else []:
                 record(name, w, rep, dict(ok=False, status="missing", why=why))
             if ews and not why:
-                srv = None
-                for w in ews:
-                    try:
-                        if srv is None or not srv.alive():
-                            srv = Server(name, spec["cmd"])
-                        record(name, w, rep, measure(lambda: run_echo(srv, spec, w, a)))
-                    except RuntimeError as e:
-                        record(name, w, rep, dict(ok=False, why=str(e)))
-                    time.sleep(0.1)
-                if srv:
-                    srv.stop()
+                live[name] = None  # started when first measured, kept for the repeat
+        # Each workload runs on every server before the next workload starts, so the
+        # figures a ratio compares are taken within a minute or so of each other (the
+        # machine's speed drifts over the half hour of a full run).
+        for w in ews:
+            for name, srv in live.items():
+                spec = BY_NAME[name]
+                try:
+                    if srv is None or not srv.alive():
+                        srv = live[name] = Server(name, spec["cmd"])
+                    record(name, w, rep, measure(lambda: run_echo(srv, spec, w, a)))
+                except RuntimeError as e:
+                    record(name, w, rep, dict(ok=False, why=str(e)))
+                time.sleep(0.1)
+        for srv in live.values():
+            if srv:
+                srv.stop()
+        for name in order:
+            spec = BY_NAME[name]
             if "D" in wls:
                 why = gws13_check(spec, "D")
                 if "D" in spec.get("skip", ()):
