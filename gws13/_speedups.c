@@ -118,12 +118,8 @@ static size_t heap_hint;
 static void
 hint_heap(size_t n)
 {
-    size_t block = 2 * n;
+    size_t block = 2 * n < HEAP_HINT_MAX ? 2 * n : HEAP_HINT_MAX;
     if (n < HEAP_HINT_MIN || block <= heap_hint)
-        return;
-    if (block > HEAP_HINT_MAX)
-        block = HEAP_HINT_MAX;
-    if (block <= heap_hint)
         return;
     heap_hint = block;
     /* volatile: a compiler may drop a malloc whose block is only freed */
