@@ -285,6 +285,18 @@ class WebSocket:
     def origin(self) -> str:
         return self.environ.get("HTTP_ORIGIN", "")
 
+    @property
+    def version(self) -> str:
+        """The request's ``Sec-WebSocket-Version`` header (``"13"``), as gevent-websocket has it."""
+        return self.environ.get("HTTP_SEC_WEBSOCKET_VERSION", "")
+
+    @property
+    def protocol(self) -> Optional[str]:
+        """The request's ``Sec-WebSocket-Protocol`` header as the client sent it (the
+        offer, None without one), as gevent-websocket has it; the subprotocol chosen is
+        :attr:`subprotocol`."""
+        return self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL")
+
     def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
         """Next message: ``str`` (text) or ``bytes`` (binary); ``None`` once closed.
 
