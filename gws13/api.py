@@ -38,17 +38,22 @@ def _resolve(ws: Optional[WebSocket]) -> WebSocket:
 def receive_message(ws: Optional[WebSocket] = None) -> Tuple[Union[str, bytes, None], Optional[str]]:
     """Next message as ``(data, type)``; type is ``"text"`` (str) or ``"binary"``
     (bytes).  When the connection closes: ``(close payload, "connection-close")``
-    once, then ``(None, None)``.
+    once, then ``(None, None)`` once, as the egg does.
 
     Raises the error that failed the connection (ProtocolError, InvalidData,
-    MessageTooLarge, ConnectionTimeout) once, in place of the close."""
+    MessageTooLarge, ConnectionTimeout) once, in place of the close; and
+    ConnectionClosed on every call after the end was reported (a loop that
+    ignores the end does not spin)."""
     ws = _resolve(ws)
     item = ws._next(None)
     if item.__class__ is not _Closed:
         return item, ("text" if item.__class__ is str else "binary")
-    if item.reported:
+    reported = item.reported
+    if reported >= 2:
+        raise ws._closed_error()
+    item.reported = reported + 1
+    if reported:
         return None, None
-    item.reported = True
     if ws.failure is not None:
         raise ws.failure
     return item.payload, "connection-close"

@@ -8,10 +8,42 @@ application is calling ``receive``; complete messages wait in a bounded queue
 blocked ``receive`` is woken by a direct switch, so a message costs no more
 greenlet switches than a raw socket read.  TLS sockets keep decrypted bytes
 inside the SSL object, out of sight of an I/O watcher; there one small reader
-greenlet does the same work with blocking reads.
+greenlet does the same work with blocking reads.  Either way one connection
+gets a bounded share of each turn of the loop: reads shrink when parsing them
+took long (a flood of tiny frames), and the TLS reader yields between them.
 
-Pings and the idle timeout share one libev timer per connection.  Sends are
-serialised by a lock so concurrent greenlets never interleave frames.
+Writing goes through one outgoing buffer per connection, whoever writes:
+the application's ``send``, pongs and close replies made in the hub,
+keepalive pings, a :class:`gws13.Hub`'s broadcasts.  Frames enter the buffer
+whole and in the order they were encoded (compression contexts depend on
+it), and only the buffer's owner writes to the socket, so frames never
+interleave and no timeout ever abandons half a frame:
+
+* On a plain socket every write is non-blocking.  While the buffer is empty a
+  frame goes straight to the kernel with one ``send``/``sendmsg``, the common
+  case; what the kernel does not take stays in the buffer and the socket's
+  write watcher finishes it from the hub.  Small answers to messages that are
+  already queued are held until the greenlet yields and written in one
+  syscall.
+* On a TLS socket the greenlet that finds the buffer idle writes it out with
+  blocking ``sendall`` calls (the application's own greenlet in ``send``, a
+  single writer greenlet for frames made in the hub).
+
+``send`` returns once its frame is in the buffer; it blocks only while the
+buffer holds more than ``write_limit`` bytes, until it is down to a quarter of
+that (high and low water marks).  Control frames never block and are bounded
+by count: an unanswered pong still in the buffer is replaced by the answer to
+the latest ping (RFC 6455 5.5.3 allows answering only the latest).  A buffer
+that makes no progress for ``connection_timeout`` seconds (a peer that stopped
+reading) fails the connection like an idle peer does.  Once a close frame is
+in the buffer the connection has ``close_timeout`` seconds to finish the
+closing handshake; then the TCP connection is dropped, which wakes every
+blocked ``send`` with :class:`ConnectionClosed`.  A write that cannot finish
+ends the TCP connection: it is the only way a frame is ever cut.
+
+Pings and the idle timeout share one libev timer per hub (a heap of
+deadlines); a connection's entry is cleared when it is dropped, so a closed
+connection is not kept alive by its timer.
 """
 
 from __future__ import annotations
@@ -22,26 +54,36 @@ import struct
 import sys
 import time
 import weakref
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.hub import Waiter, get_hub, getcurrent
-from gevent.lock import Semaphore
 
+from . import params as _params
 from .exceptions import ConnectionClosed, ConnectionTimeout, WebSocketError
 from .protocol import Close, Ping, Pong, Protocol
 
 __all__ = ["WebSocket", "PendingPing"]
 
 _PING = struct.Struct("!Q")
-_BATCH = 1 << 16  # bytes of batched frames that trigger a write at once
-_READ_SIZE = 1 << 18  # one recv; the buffer is shared by a hub's connections
+_BATCH = 1 << 16  # bytes of held-back frames that trigger a write at once
+_READ_SIZE = 1 << 18  # largest recv; the buffer is shared by a hub's connections
+_READ_START = 1 << 16  # a connection's first reads: grown while parsing stays cheap
+_READ_MIN = 1 << 12
+_READ_SLOW = 0.004  # seconds of parsing one read that make the next reads smaller
 _READ_BURST = 4  # recvs in one readiness callback while the buffer comes back full
 _DIRECT_READS = 4  # reads a receiving greenlet may make itself between two waits in the hub
-_BATCH_ITEM = 4096  # messages up to this length (chars or bytes) may be batched
+_BATCH_ITEM = 4096  # messages up to this length (chars or bytes) may be held back
 _BATCHABLE = (str, bytes)
+_IOV = 512  # pieces per sendmsg (below IOV_MAX)
+# the writer's states
+_IDLE, _HELD, _WRITING = 0, 1, 2
 _buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictionary()
+
+# Bytes of outgoing frames a connection may buffer before ``send`` blocks (until
+# a quarter of it is left).  Control frames never block.
+_params.define("write_limit", 1 << 16, _params._size)
 
 
 def _read_buffer(hub) -> memoryview:
@@ -55,10 +97,11 @@ def _read_buffer(hub) -> memoryview:
 
 class _Scheduler:
     """One libev timer per hub for every connection's keepalive ping and idle
-    deadline: a heap of ``(deadline, seq, ws)``.  With 10,000 connections this
-    is 10,000 heap entries instead of 10,000 timers re-created every interval.
-    A connection has one live entry (``ws._deadline``); entries of connections
-    that were dropped are skipped when they come up."""
+    deadline: a heap of ``[deadline, seq, ws]`` entries.  With 10,000
+    connections this is 10,000 heap entries instead of 10,000 timers re-created
+    every interval.  A connection has one live entry (``ws._entry``); a newer
+    one, or dropping the connection, empties the old entry's ``ws`` slot, so
+    the heap holds no reference to a connection that is gone."""
 
     __slots__ = ("_loop", "_heap", "_timer", "_at", "_seq")
 
@@ -70,9 +113,12 @@ class _Scheduler:
         self._seq = 0
 
     def schedule(self, ws: "WebSocket", deadline: float) -> None:
+        old = ws._entry
+        if old is not None:
+            old[2] = None
         self._seq += 1
-        ws._deadline = deadline
-        heapq.heappush(self._heap, (deadline, self._seq, ws))
+        entry = ws._entry = [deadline, self._seq, ws]
+        heapq.heappush(self._heap, entry)
         if self._at is None or deadline < self._at:
             self._arm(deadline)
 
@@ -92,10 +138,12 @@ class _Scheduler:
         # a millisecond of slack lets connections due together be served in one go
         limit = self._loop.now() + 0.001
         while heap and heap[0][0] <= limit:
-            deadline, _, ws = heapq.heappop(heap)
-            if ws._deadline != deadline:
-                continue  # dropped, or a stale entry
-            ws._deadline = None
+            entry = heapq.heappop(heap)
+            ws = entry[2]
+            if ws is None:
+                continue  # dropped, or replaced by a newer entry
+            entry[2] = None
+            ws._entry = None
             try:
                 ws._on_timer()
             except Exception:
@@ -116,13 +164,17 @@ def _scheduler(hub) -> _Scheduler:
 
 
 class _Closed:
-    """Queue sentinel: the connection ended; ``payload`` is the peer's close body."""
+    """Queue sentinel: the connection ended; ``payload`` is the peer's close body.
+    Each receive API tells of the end a fixed number of times, then raises
+    ConnectionClosed: ``returned`` is True once ``receive`` returned None,
+    ``reported`` counts ``receive_message``'s answers."""
 
-    __slots__ = ("payload", "reported")
+    __slots__ = ("payload", "reported", "returned")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
-        self.reported = False
+        self.reported = 0
+        self.returned = False
 
 
 class PendingPing:
@@ -152,18 +204,21 @@ class WebSocket:
     """An open WebSocket connection (server or client side).
 
     Blocking calls cooperate with gevent.  ``receive`` returns ``str`` for
-    text, ``bytes`` for binary and ``None`` once the connection is closed;
-    ``send`` is safe to call from many greenlets at once.
+    text, ``bytes`` for binary and ``None`` once, when the connection has
+    closed; ``send`` is safe to call from many greenlets at once.
     """
 
     # slots: thousands of idle connections are the common case, keep each small
     __slots__ = (
         "environ", "subprotocol", "extensions", "latency", "failure", "__weakref__",
-        "_sock", "_client", "_params", "_proto", "_acceptor", "_queue", "_waiters", "_send_lock",
-        "_done", "_pings", "_ping_seq", "_io", "_reader", "_resume", "_paused", "_deadline",
-        "_dropped", "_deferred", "_grace", "_close_callbacks", "_out", "_out_size",
-        "_flush_scheduled", "_max_queue", "_drop_pings", "_hub", "_loop", "_last_seen",
-        "_last_ping", "_keepalive", "_raw", "_rbuf", "_direct_reads",
+        "_sock", "_client", "_params", "_proto", "_acceptor", "_queue", "_waiters",
+        "_done", "_pings", "_ping_seq", "_io", "_reader", "_resume", "_paused", "_entry",
+        "_dropped", "_deferred", "_grace", "_close_callbacks", "_max_queue", "_drop_pings",
+        "_hub", "_loop", "_last_seen", "_last_ping", "_keepalive", "_raw", "_rbuf",
+        "_direct_reads", "_rsize",
+        # the writer
+        "_wbuf", "_wsize", "_wstate", "_wlimit", "_wio", "_writer", "_wwaiters", "_wpong",
+        "_wthen", "_wprogress", "_wdrain", "_ctimer",
     )
 
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
@@ -173,6 +228,7 @@ class WebSocket:
         self.extensions: Optional[str] = None
         #: round trip of the last ping answered, in seconds (None before the first)
         self.latency: Optional[float] = None
+        #: the error that failed the connection (None while it is open or closed cleanly)
         self.failure: Optional[WebSocketError] = None
         self._sock = sock
         self._client = client
@@ -184,7 +240,6 @@ class WebSocket:
         # cheaper per idle connection than a deque)
         self._queue: list = []
         self._waiters: list = []
-        self._send_lock = Semaphore()
         # created when first needed: most connections never use them
         self._done: Optional[Event] = None  # set when the connection is dropped
         self._pings: Optional[Dict[bytes, PendingPing]] = None  # in the order sent
@@ -194,8 +249,9 @@ class WebSocket:
         self._resume: Optional[Event] = None
         self._paused = False
         self._direct_reads = _DIRECT_READS
-        # this connection's entry in its hub's _Scheduler (None: not scheduled)
-        self._deadline: Optional[float] = None
+        self._rsize = _READ_START
+        # this connection's live entry in its hub's _Scheduler
+        self._entry: Optional[list] = None
         # the last keepalive ping: (payload, time sent)
         self._keepalive: Optional[tuple] = None
         self._dropped = False
@@ -204,11 +260,19 @@ class WebSocket:
         self._deferred: Any = None
         self._grace: Any = None
         self._close_callbacks: Optional[list] = None
-        # small frames held back while more input is queued, written in one
-        # syscall when this greenlet next yields (see send)
-        self._out: list = []
-        self._out_size = 0
-        self._flush_scheduled = False
+        # the writer: whole frames waiting for the socket, in wire order
+        self._wbuf: list = []
+        self._wsize = 0
+        self._wstate = _IDLE
+        self._wlimit = 1 << 16
+        self._wio: Any = None  # the write watcher (plain sockets)
+        self._writer: Any = None  # the greenlet writing (TLS)
+        self._wwaiters: Optional[list] = None  # sends blocked above the high-water mark
+        self._wpong: Any = None  # the last pong put in the buffer
+        self._wthen: Optional[Callable[[], None]] = None  # runs once the buffer is empty
+        self._wprogress = 0.0  # when the buffer last made progress (or filled)
+        self._wdrain: Optional[list] = None  # callbacks run when the buffer drains
+        self._ctimer: Any = None  # the closing handshake's deadline
 
     # -- set-up ----------------------------------------------------------------
     def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
@@ -220,6 +284,7 @@ class WebSocket:
         self._params = params
         self._max_queue = params["max_queue"]
         self._drop_pings = params["drop_incoming_pings"]
+        self._wlimit = params.get("write_limit", 1 << 16)
         hub = self._hub = get_hub()
         self._loop = hub.loop
         self._last_seen = self._last_ping = self._loop.now()
@@ -260,6 +325,9 @@ class WebSocket:
             proto = self._proto
         return proto
 
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code or 1006, self.close_reason)
+
     # -- public API ------------------------------------------------------------
     @property
     def closed(self) -> bool:
@@ -297,12 +365,25 @@ class WebSocket:
         :attr:`subprotocol`."""
         return self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL")
 
-    def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
-        """Next message: ``str`` (text) or ``bytes`` (binary); ``None`` once closed.
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes of frames waiting to be written (as the browser API's ``bufferedAmount``)."""
+        return self._wsize
 
-        Raises TimeoutError when ``timeout`` seconds pass without a message."""
+    def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
+        """Next message: ``str`` (text) or ``bytes`` (binary).  Returns ``None``
+        once, when the connection has closed.
+
+        Raises TimeoutError when ``timeout`` seconds pass without a message, and
+        ConnectionClosed when called again after it returned None (a loop that
+        ignores the end does not spin)."""
         item = self._next(timeout)
-        return None if item.__class__ is _Closed else item
+        if item.__class__ is not _Closed:
+            return item
+        if item.returned:
+            raise self._closed_error()
+        item.returned = True
+        return None
 
     def _next(self, timeout: Optional[float]):
         if self._proto is None:
@@ -359,146 +440,118 @@ class WebSocket:
         """Send one message: ``str`` as text, bytes-like as binary (``binary``
         forces the type; ``compress=False`` skips permessage-deflate).
 
-        Raises ConnectionClosed once the connection is closing or closed."""
+        Returns once the message is in the connection's outgoing buffer; blocks
+        while that holds more than ``write_limit`` bytes.  Raises
+        ConnectionClosed once the connection is closing or closed (also when it
+        ends while this call is blocked)."""
         proto = self._proto
         if proto is None:
             proto = self._ensure()
-        if (self._queue and self._raw is not None and data.__class__ in _BATCHABLE
-                and len(data) <= _BATCH_ITEM):
+        if self._dropped:
+            raise self._closed_error()
+        # Encoded and put in the buffer with no switch in between: frames keep
+        # the order of a compressor's shared context, whichever greenlet sends.
+        pieces = proto.send_message(data, binary, compress)
+        raw = self._raw
+        if raw is None:
+            self._enqueue(pieces, True)
+        elif self._wbuf:
+            self._enqueue(pieces)
+        elif self._queue and data.__class__ in _BATCHABLE and len(data) <= _BATCH_ITEM:
             # More messages are already waiting for the application, which will
-            # answer them before it blocks: batch the answers into one write,
-            # made when this greenlet yields to the hub (or the batch is big).
-            # Encoding and queueing happen with no switch in between, so frames
-            # keep the order of a compressor's shared context.
-            for piece in proto.send_message(data, binary, compress):
-                self._out.append(piece)
-                self._out_size += len(piece)
-            if self._out_size < _BATCH:
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self._loop.run_callback(self._flush_batch)
-                return
-            with self._send_lock:
-                self._write(())
+            # answer them before it blocks: hold the answers back and write them
+            # in one syscall when this greenlet yields to the hub.
+            frame = pieces[0]
+            self._wbuf.append(frame)
+            self._wsize = len(frame)
+            self._wstate = _HELD
+            self._wprogress = self._loop.now()
+            self._loop.run_callback(self._flush_held)
             return
-        lock = self._send_lock
-        if self._raw is not None and not self._out and not lock.locked():
-            # Nothing is being written: a frame encoded and handed to a
-            # non-blocking send with no switch in between cannot interleave with
-            # another, nor overtake one (compressed frames keep their order).
-            pieces = proto.send_message(data, binary, compress)
-            if len(pieces) == 1:
-                frame = pieces[0]
-                try:
-                    sent = self._raw.send(frame)
-                except OSError:
-                    sent = 0  # _write below retries, waits or reports it
-                if sent == len(frame):
-                    return
-                pieces = [memoryview(frame)[sent:]]
-            with lock:
-                self._write(pieces)
-            return
-        with lock:
-            # encoded under the lock: with permessage-deflate the order frames are
-            # compressed in must be the order they are written in
-            self._write(proto.send_message(data, binary, compress))
-
-    def _take_out(self) -> bytes:
-        out = b"".join(self._out)
-        self._out = []
-        self._out_size = 0
-        return out
-
-    def _write(self, pieces) -> None:
-        """Write batched frames, then ``pieces``.  The caller holds the send lock."""
-        if self._out:
-            pieces = [self._take_out(), *pieces]
-        try:
-            raw = self._raw
-            if raw is None:
-                for piece in pieces:
-                    self._sock.sendall(piece)
-                return
-            # usually the kernel takes it all at once, header and payload in one
-            # syscall: skip gevent's sendall machinery unless it does not
+        else:
+            # nothing is waiting: straight to the kernel, the usual case
             try:
                 if len(pieces) == 1:
-                    sent = raw.send(pieces[0])
-                    if sent == len(pieces[0]):
+                    frame = pieces[0]
+                    sent = raw.send(frame)
+                    if sent == len(frame):
                         return
                 else:
-                    sent = raw.sendmsg(pieces) if pieces else 0
+                    sent = raw.sendmsg(pieces)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            for piece in pieces:
-                size = len(piece)
-                if sent >= size:
-                    sent -= size
-                    continue
-                self._sock.sendall(memoryview(piece)[sent:] if sent else piece)
-                sent = 0
-        except OSError:
-            self._lost()
-            raise ConnectionClosed(1006, "connection lost while sending") from None
+            except OSError:
+                self._lost()
+                raise ConnectionClosed(1006, "connection lost while sending") from None
+            self._buffer_rest(pieces, sent)
+            if not self._wbuf:
+                return
+            self._await_writable()
+        if self._wsize > self._wlimit:
+            self._wait_drained()
+        elif self._dropped:
+            raise self._closed_error()  # the write failed
 
-    def _flush_batch(self) -> None:
-        # runs in the hub once the sending greenlet has yielded
-        self._flush_scheduled = False
-        if self._out and not self._dropped:
-            self._send_soon(b"")
+    def ping(self, data: Union[str, bytes] = b"") -> PendingPing:
+        """Send a ping; the returned object's ``wait(timeout)`` gives the round trip.
 
-    def ping(self, data: bytes = b"") -> PendingPing:
-        """Send a ping; the returned object's ``wait(timeout)`` gives the round trip."""
+        Raises ConnectionClosed once the connection is closing or closed, and
+        ValueError for a payload over 125 bytes."""
         proto = self._ensure()
         if isinstance(data, str):
             data = data.encode("utf-8")
         data = bytes(data)
-        pending = PendingPing(data, time.perf_counter())
         frame = proto.send_ping(data)
+        if self._dropped:
+            raise self._closed_error()
+        pending = PendingPing(data, time.perf_counter())
         if self._pings is None:
             self._pings = {}
         self._pings[data] = pending
-        with self._send_lock:
-            self._write([frame])
+        self._enqueue([frame])
         return pending
 
     def pong(self, data: bytes = b"") -> None:
-        """Send an unsolicited pong (a one-way heartbeat)."""
+        """Send an unsolicited pong (a one-way heartbeat).  Raises like :meth:`ping`."""
         frame = self._ensure().send_pong(bytes(data))
-        with self._send_lock:
-            self._write([frame])
+        if self._dropped:
+            raise self._closed_error()
+        self._enqueue([frame])
 
     def close(self, code: Optional[int] = 1000, reason: str = "") -> None:
         """Start (or answer) the closing handshake and close the TCP connection.
 
         Waits at most ``close_timeout`` seconds for the peer's close frame (0:
-        does not wait).  Closing a closed connection does nothing."""
+        does not wait; the close frame still goes out if the socket takes it
+        within a second).  On a WebSocket that was not accepted yet, accepts it
+        first, so that the client sees ``code`` (refusing with a close code, as
+        gevent-websocket applications do).  Closing a closed connection does
+        nothing.  Raises ValueError for a code that may not be sent."""
         proto = self._proto
         if proto is None:
-            return  # never upgraded: there is nothing to close
+            if self._acceptor is None:
+                return
+            proto = self._ensure()
+        if self._dropped:
+            return
         timeout = self._params["close_timeout"]
         if self._done is None:
-            self._done = Event()  # before our close frame goes out: the answer sets it
-        if not proto.close_sent and not proto.eof:
-            frame = proto.send_close(code, reason)
-            try:
-                with gevent.Timeout(timeout or None, False):
-                    with self._send_lock:
-                        self._write([frame])
-            except ConnectionClosed:
-                pass
-            if proto.close_received:
-                self._drop()  # that was our answer to the peer's close
-                return
-        if timeout:
-            # the peer's close frame, our own pending reply or an error's lingering
-            # close all end in _drop, which sets _done
-            if not self._dropped:
-                self._done.wait(timeout)
+            self._done = Event()  # the peer's answer or the deadline sets it (via _drop)
+        if proto.close_received:
+            # the peer closed first: our answer (maybe deferred) ends it
+            if self._deferred is not None:
+                self._run_deferred()
+            if not proto.close_sent:
+                self._start_close(code, reason, self._drop)
+        elif not proto.close_sent:
+            self._start_close(code, reason, None if timeout else self._drop)
+        if not timeout or getcurrent() is self._hub:
+            return  # the peer's close frame or the handshake's deadline ends it
+        if not self._dropped:
+            self._done.wait(timeout)
         self._drop()
 
-    def add_close_callback(self, callback) -> None:
+    def add_close_callback(self, callback: Callable[["WebSocket"], Any]) -> None:
         """Call ``callback(ws)`` once the connection is closed (at once if it is).
         It runs in the hub: it must not block."""
         if self._dropped:
@@ -509,7 +562,11 @@ class WebSocket:
             self._close_callbacks.append(callback)
 
     def fail(self, error: WebSocketError) -> None:
-        """Close with ``error.code`` because of ``error`` (used by with_websocket)."""
+        """Close with ``error.code`` because of ``error`` (used by with_websocket).
+        A ConnectionClosed error only makes sure the connection is closed."""
+        if isinstance(error, ConnectionClosed):
+            self.close()
+            return
         if self.failure is None:
             self.failure = error
         self.close(error.code, error.reason[:100] if error.reason else "")
@@ -530,8 +587,9 @@ class WebSocket:
                 return
             # the rest of a large binary frame is read straight into its message
             view = self._rbuf if proto._frame is None else proto.payload_buffer() or self._rbuf
+            size = self._rsize if view is self._rbuf else len(view)
             try:
-                n = raw.recv_into(view)
+                n = raw.recv_into(view, size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -539,14 +597,32 @@ class WebSocket:
             if not n:
                 self._lost()
                 return
-            self._data_received(view[:n])
-            if n < len(view) or self._dropped:
+            if n > _READ_MIN and view is self._rbuf:
+                started = time.perf_counter()
+                self._data_received(view[:n])
+                if not self._budget(n, size, time.perf_counter() - started):
+                    return
+            else:
+                self._data_received(view[:n])
+            if n < size or self._dropped:
                 return
+
+    def _budget(self, n: int, size: int, spent: float) -> bool:
+        """Adapt the read size to what parsing costs, so that one connection's
+        turn stays short however its bytes arrive (many tiny frames parse slowly,
+        large ones fast).  False: this turn is over."""
+        if spent > _READ_SLOW:
+            self._rsize = max(_READ_MIN, self._rsize >> 2)
+            return False
+        if n == size and self._rsize < _READ_SIZE and spent < _READ_SLOW / 4:
+            self._rsize <<= 1
+        return True
 
     def _read_loop(self) -> None:
         view = memoryview(bytearray(1 << 14))
         sock = self._sock
-        proto, queue = self._proto, self._queue
+        proto, queue, loop = self._proto, self._queue, self._loop
+        stamp, turn = loop.now(), time.perf_counter()
         while not self._dropped:
             if len(queue) >= self._max_queue and queue[-1].__class__ is not _Closed:
                 self._pause()  # as in _on_readable; after the end, read on until EOF
@@ -562,6 +638,16 @@ class WebSocket:
                 self._lost()
                 return
             self._data_received(target[:n])
+            # Decrypted bytes already in the SSL object are read without a
+            # switch: yield when this turn of the loop has gone on too long, or
+            # a flood would keep the loop.  (The loop's clock moves only when
+            # the hub ran: then a new turn began.)
+            now = loop.now()
+            if now != stamp:
+                stamp, turn = now, time.perf_counter()
+            elif time.perf_counter() - turn > _READ_SLOW:
+                gevent.sleep(0)
+                stamp, turn = loop.now(), time.perf_counter()
 
     def _data_received(self, data) -> None:
         proto = self._proto
@@ -571,8 +657,8 @@ class WebSocket:
         for event in proto.receive_data(data, queue):
             cls = event.__class__
             if cls is Ping:
-                if not self._drop_pings and not proto.close_sent:
-                    self._send_soon(proto.send_pong(event.payload))
+                if not self._drop_pings and not proto.close_sent and not self._dropped:
+                    self._answer_ping(proto.send_pong(event.payload))
             elif cls is Pong:
                 self._on_pong(event.payload)
             else:  # Close
@@ -580,6 +666,17 @@ class WebSocket:
         if proto.failure is not None:
             self._on_failure(proto)
         self._wake()
+
+    def _answer_ping(self, frame: bytes) -> None:
+        buf = self._wbuf
+        if buf and buf[-1] is self._wpong:
+            # the pong for an earlier ping is still waiting: answer only the
+            # latest (RFC 6455 5.5.3), so a ping flood costs nothing more
+            self._wsize += len(frame) - len(buf[-1])
+            buf[-1] = frame
+        else:
+            self._enqueue([frame])
+        self._wpong = frame
 
     def _on_pong(self, payload: bytes) -> None:
         keepalive = self._keepalive
@@ -604,10 +701,8 @@ class WebSocket:
         self._queue.append(_Closed(event.payload))
         self._stop_reading()
         if proto.close_sent:
-            if self._done is not None:
-                self._done.set()  # our close was answered: close() drops the TCP connection
+            self._drop()  # our close was answered: the closing handshake is complete
         else:
-            # echo the peer's code (no reason), then the server closes TCP first
             self._defer(self._reply_close)
 
     def _reply_close(self) -> None:
@@ -616,8 +711,8 @@ class WebSocket:
         if proto.close_sent or self._dropped:
             return
         code = proto.close_code
-        reply = proto.send_close(code if code != 1005 else None)
-        self._send_soon(reply, then=self._drop if not self._client else self._linger)
+        self._start_close(code if code != 1005 else None, "",
+                          self._drop if not self._client else self._linger)
 
     def _on_failure(self, proto: Protocol) -> None:
         if self.failure is None:
@@ -631,9 +726,9 @@ class WebSocket:
         if proto.close_sent or self._dropped:
             return
         error = proto.failure
-        self._send_soon(proto.send_close(error.code, error.reason), then=self._linger)
+        self._start_close(error.code, error.reason, self._linger)
 
-    def _defer(self, action) -> None:
+    def _defer(self, action: Callable[[], None]) -> None:
         """Run ``action`` (which ends the connection) once the application has
         taken the messages queued before the end, so that its answers to them
         still go out; at most 0.5 s later for an application that is not
@@ -692,43 +787,196 @@ class WebSocket:
         if self._io is not None:
             self._io.stop()
 
-    # -- writing from the hub --------------------------------------------------
-    def _send_soon(self, data: bytes, then=None) -> None:
-        """Write batched frames and ``data`` without blocking the caller (which
-        may be the hub), then call ``then``.  Goes straight to the socket when
-        it can, else hands the rest to a greenlet."""
-        if self._raw is not None and self._send_lock.acquire(blocking=False):
-            if self._out:
-                data = self._take_out() + data
-            try:
-                sent = self._raw.send(data) if data else 0
-            except (BlockingIOError, InterruptedError):
+    # -- writing ---------------------------------------------------------------
+    def _enqueue(self, pieces: List[Any], inline: bool = False) -> None:
+        """Put whole frames in the outgoing buffer and see that they get
+        written.  Never blocks unless ``inline`` (TLS only: the calling greenlet
+        writes them itself); callable from the hub."""
+        if self._dropped:
+            return
+        buf = self._wbuf
+        if not buf:
+            self._wprogress = self._loop.now()
+        size = self._wsize
+        for piece in pieces:
+            buf.append(piece)
+            size += len(piece)
+        self._wsize = size
+        state = self._wstate
+        if state == _WRITING or (state == _HELD and size < _BATCH):
+            return
+        if self._raw is not None:
+            self._flush()
+        elif inline and getcurrent() is not self._hub:
+            self._write_tls()
+        else:
+            self._wstate = _WRITING
+            self._writer = gevent.spawn(self._write_tls)
+
+    def _buffer_rest(self, pieces: List[Any], sent: int) -> None:
+        """Keep what a direct write did not take, in the empty buffer."""
+        buf = self._wbuf
+        size = 0
+        for piece in pieces:
+            n = len(piece)
+            if sent >= n:
+                sent -= n
+                continue
+            if sent:
+                piece = memoryview(piece)[sent:]
+                n -= sent
                 sent = 0
+            buf.append(piece)
+            size += n
+        self._wsize = size
+        self._wprogress = self._loop.now()
+
+    def _flush_held(self) -> None:
+        # runs in the hub once the sending greenlet has yielded
+        if self._wstate == _HELD:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write as much of the buffer as the socket takes now (plain sockets;
+        never blocks).  What is left waits for the write watcher."""
+        buf = self._wbuf
+        raw = self._raw
+        progressed = False
+        while buf:
+            batch = buf if len(buf) <= _IOV else buf[:_IOV]
+            try:
+                sent = raw.send(batch[0]) if len(batch) == 1 else raw.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                break
             except OSError:
-                self._send_lock.release()
                 self._lost()
                 return
-            if sent == len(data):
-                self._send_lock.release()
-                if then is not None:
-                    then()
-                return
-            gevent.spawn(self._finish_send, data[sent:], then, True)
-        else:
-            gevent.spawn(self._finish_send, data, then, False)
+            progressed = True
+            full = sent == sum(map(len, batch)) if len(batch) > 1 else sent == len(batch[0])
+            self._wsize -= sent
+            i = 0
+            while sent:
+                n = len(buf[i])
+                if sent < n:
+                    buf[i] = memoryview(buf[i])[sent:]
+                    break
+                sent -= n
+                i += 1
+            del buf[:i]
+            if not full:
+                break
+        if progressed:
+            self._wprogress = self._loop.now()
+        if buf:
+            self._await_writable()
+            if self._wwaiters and self._wsize <= self._wlimit >> 2:
+                self._wake_writers()
+            return
+        if self._wstate == _WRITING:
+            self._wio.stop()
+        self._wstate = _IDLE
+        self._drained()
 
-    def _finish_send(self, data: bytes, then, locked: bool) -> None:
-        if not locked:
-            self._send_lock.acquire()
+    def _await_writable(self) -> None:
+        # the rest of the buffer goes out from the hub when the socket can take it
+        if self._wstate == _WRITING:
+            return
+        self._wstate = _WRITING
+        io = self._wio
+        if io is None:
+            sock = self._sock
+            # the socket's own write watcher: nothing else writes on it now
+            io = getattr(sock, "_write_event", None)
+            if io is None or io.active or io.callback is not None:
+                io = self._loop.io(sock.fileno(), 2)
+            self._wio = io
+        io.start(self._flush)
+
+    def _write_tls(self) -> None:
+        """Write the buffer out with blocking writes (TLS): in a send's own
+        greenlet or in the one writer greenlet.  A write that fails or is
+        interrupted may have cut a frame: the connection ends."""
+        self._writer = getcurrent()
+        self._wstate = _WRITING
+        buf = self._wbuf
+        sock = self._sock
         try:
-            with gevent.Timeout(self._params["close_timeout"] or None, False):
-                self._write([data] if data else ())
-        except ConnectionClosed:
-            pass
+            while buf and not self._dropped:
+                piece = buf[0]
+                sock.sendall(piece)
+                del buf[0]
+                self._wsize -= len(piece)
+                self._wprogress = self._loop.now()
+                if self._wwaiters and self._wsize <= self._wlimit >> 2:
+                    self._wake_writers()
+        except OSError:
+            self._writer = None
+            self._lost()
+            return
+        except BaseException:
+            self._writer = None
+            self._drop()
+            raise
         finally:
-            self._send_lock.release()
+            if self._writer is getcurrent():
+                self._writer = None
+            self._wstate = _IDLE
+        if not self._dropped:
+            self._drained()
+
+    def _drained(self) -> None:
+        """The buffer is empty."""
+        if self._wwaiters:
+            self._wake_writers()
+        then = self._wthen
         if then is not None:
+            self._wthen = None
             then()
+        drain = self._wdrain
+        if drain:
+            for callback in list(drain):
+                callback()
+
+    def _wait_drained(self) -> None:
+        """Block the sending greenlet until the buffer is down to the low-water
+        mark.  Raises ConnectionClosed if the connection ends meanwhile."""
+        if getcurrent() is self._hub:
+            return  # cannot wait in the hub: the buffer grows, bounded by the caller
+        low = self._wlimit >> 2
+        while self._wsize > low and not self._dropped:
+            waiter = Waiter(self._hub)
+            if self._wwaiters is None:
+                self._wwaiters = []
+            self._wwaiters.append(waiter)
+            try:
+                waiter.get()
+            finally:
+                waiters = self._wwaiters
+                if waiters and waiter in waiters:
+                    waiters.remove(waiter)
+        if self._dropped:
+            raise self._closed_error()
+
+    def _wake_writers(self) -> None:
+        waiters, self._wwaiters = self._wwaiters, None
+        for waiter in waiters or ():
+            self._loop.run_callback(waiter.switch, None)
+
+    def _start_close(self, code: Optional[int], reason: str = "",
+                     then: Optional[Callable[[], None]] = None) -> None:
+        """Put our close frame in the buffer and start the closing handshake's
+        deadline (``close_timeout``): when it passes, the TCP connection is
+        dropped, whatever is still unwritten.  ``then`` runs once the frame
+        is written.  Never blocks."""
+        proto = self._proto
+        if self._dropped or proto.close_sent or proto.eof:
+            return
+        frame = proto.send_close(code, reason)
+        if self._ctimer is None:
+            self._ctimer = self._loop.timer(self._params["close_timeout"] or 1.0)
+            self._ctimer.start(self._drop)
+        self._wthen = then
+        self._enqueue([frame])
 
     # -- liveness --------------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -736,12 +984,14 @@ class WebSocket:
         interval, idle = params["ping_interval"], params["connection_timeout"]
         if self._dropped or not (interval or idle):
             return
-        deadlines = []
+        deadline = float("inf")
         if interval:
-            deadlines.append(self._last_ping + interval)
+            deadline = self._last_ping + interval
         if idle:
-            deadlines.append(self._last_seen + idle)
-        _scheduler(self._hub).schedule(self, min(deadlines))
+            deadline = min(deadline, self._last_seen + idle)
+            if self._wbuf:
+                deadline = min(deadline, self._wprogress + idle)
+        _scheduler(self._hub).schedule(self, deadline)
 
     def _on_timer(self) -> None:
         # runs in the hub, called by the _Scheduler
@@ -754,12 +1004,10 @@ class WebSocket:
         if self._paused:
             self._last_seen = now  # we stopped reading, the peer is not idle
         if idle and now - self._last_seen >= idle:
-            error = ConnectionTimeout("no frame from the peer for %s s" % idle)
-            self.failure = error
-            self._queue.append(_Closed(b""))
-            self._stop_reading()
-            self._send_soon(proto.send_close(error.code, "connection timeout"), then=self._linger)
-            self._wake()
+            self._time_out("no frame from the peer for %s s" % idle)
+            return
+        if idle and self._wbuf and now - self._wprogress >= idle:
+            self._time_out("the peer took no data for %s s" % idle)
             return
         interval = params["ping_interval"]
         if interval and now - self._last_ping >= interval - 0.001:
@@ -767,14 +1015,21 @@ class WebSocket:
             self._ping_seq += 1
             payload = _PING.pack(self._ping_seq)
             self._keepalive = (payload, time.perf_counter())
-            self._send_soon(proto.send_ping(payload))
+            self._enqueue([proto.send_ping(payload)])
         self._arm_timer()
+
+    def _time_out(self, why: str) -> None:
+        self.failure = ConnectionTimeout(why)
+        self._queue.append(_Closed(b""))
+        self._stop_reading()
+        self._start_close(ConnectionTimeout.code, "connection timeout", self._linger)
+        self._wake()
 
     # -- ending ----------------------------------------------------------------
     def _linger(self) -> None:
         """After our close frame for an error: half-close, let the peer finish
-        (bounded by close_timeout), then drop.  Avoids a reset that could
-        destroy the close frame before the peer reads it."""
+        (until the closing handshake's deadline), then drop.  Avoids a reset
+        that could destroy the close frame before the peer reads it."""
         if self._dropped:
             return
         try:
@@ -782,17 +1037,20 @@ class WebSocket:
         except OSError:
             self._drop()
             return
-        gevent.spawn(self._drain_then_drop)
+        if self._io is not None:
+            self._io.start(self._discard_input)
+        # (a TLS reader goes on reading until EOF by itself)
 
-    def _drain_then_drop(self) -> None:
-        sock = self._sock
-        with gevent.Timeout(self._params["close_timeout"] or 0.001, False):
-            try:
-                while sock.recv(1 << 14):
-                    pass
-            except OSError:
-                pass
-        self._drop()
+    def _discard_input(self) -> None:
+        # runs in the hub while lingering: read and drop whatever still comes
+        try:
+            n = self._raw.recv_into(self._rbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if not n:
+            self._drop()
 
     def _drop(self) -> None:
         """Close the TCP connection and release every resource (idempotent)."""
@@ -804,11 +1062,24 @@ class WebSocket:
             io.stop()
             if io is not getattr(self._sock, "_read_event", None):
                 io.close()  # our own watcher; the socket's is closed with the socket
-        self._deadline = None  # the scheduler skips this connection's entry
+        io = self._wio
+        if io is not None:
+            io.stop()
+            if io is not getattr(self._sock, "_write_event", None):
+                io.close()
+        for timer in (self._ctimer, self._grace):
+            if timer is not None:
+                timer.stop()
+                timer.close()
+        self._ctimer = self._grace = self._deferred = self._wthen = None
+        entry = self._entry
+        if entry is not None:
+            entry[2] = None  # the scheduler forgets this connection
+            self._entry = None
         if self._resume is not None:
             self._resume.set()
         reader = self._reader
-        if reader is not None and reader is not gevent.getcurrent():
+        if reader is not None and reader is not getcurrent():
             # Stop the reader's wait now: a socket borrowed from a server is closed
             # by that server, which must not leave a live watcher on the descriptor.
             read_event = getattr(self._sock, "_read_event", None)
@@ -822,6 +1093,11 @@ class WebSocket:
             self._sock.close()
         except OSError:
             pass
+        self._wbuf = []
+        self._wsize = 0
+        self._wstate = _IDLE
+        self._wpong = None
+        self._wdrain = None
         closed = ConnectionClosed(self.close_code or 1006, self.close_reason)
         for pending in (self._pings or {}).values():
             pending._result.set_exception(closed)
@@ -831,6 +1107,8 @@ class WebSocket:
         if self._done is not None:
             self._done.set()
         self._wake()
+        if self._wwaiters:
+            self._wake_writers()
         callbacks, self._close_callbacks = self._close_callbacks or (), None
         for callback in callbacks:
             try:

@@ -11,12 +11,12 @@ published message to every member::
         for text in ws:
             hub.publish("lobby", text)
 
-Slow clients never hold up a publisher.  Each connection has a bounded queue
-for hub messages: a publish first tries a non-blocking write straight to the
-socket (the usual case, no greenlet involved); only when the socket cannot
-take the whole frame does the message wait in the connection's queue, drained
-by one sender greenlet that exists only while the queue is not empty.  When the
-queue is full the hub's policy applies:
+Slow clients never hold up a publisher.  A published frame goes into the
+connection's outgoing buffer (see :mod:`gws13.connection`), whose writer sends
+it at once when the socket takes it, the usual case; while that buffer holds
+``write_limit`` bytes or more, messages wait in the connection's bounded queue
+here instead, moved into the buffer when it drains (no greenlet involved
+either way).  When the queue is full the hub's policy applies:
 
 ``"drop-oldest"``
     the oldest queued message is discarded to make room;
@@ -24,8 +24,8 @@ queue is full the hub's policy applies:
     the new message is discarded;
 ``"close"`` (the default)
     the connection leaves every room at once, its queue is discarded and it is
-    closed with ``close_code`` (1008 unless set to 1013) and a reason, once the
-    frame being written (if any) is out; a peer that does not take even that
+    closed with ``close_code`` (1008 unless set to 1013) and a reason, after
+    what is already in its outgoing buffer; a peer that does not take that
     within ``close_timeout`` seconds has its TCP connection dropped.
 
 Every count is in :meth:`Hub.stats`; :meth:`Hub.metrics_text` renders them in
@@ -47,7 +47,6 @@ import gevent
 from gevent import monkey
 
 from .connection import WebSocket
-from .exceptions import ConnectionClosed
 from .frames import OP_BINARY, OP_TEXT, encode_header
 
 try:
@@ -62,9 +61,6 @@ POLICIES = ("drop-oldest", "drop-newest", "close")
 
 # a real lock even under monkey patching: the sections it guards never switch
 _allocate_lock = monkey.get_original("_thread", "allocate_lock")
-
-#: at most this many bytes of queued frames are joined into one write
-_BATCH = 1 << 16
 
 Message = Union[str, bytes, bytearray, memoryview]
 
@@ -81,8 +77,8 @@ class _Item:
         self.frame = encode_header(OP_BINARY if binary else OP_TEXT, len(payload)) + payload
 
     def encode_for(self, ws: WebSocket) -> bytes:
-        """The bytes to write to ``ws`` (call with its send lock held: a
-        compression context must see frames in wire order)."""
+        """The bytes to write to ``ws`` (put them in its buffer before any other
+        switch: a compression context must see frames in wire order)."""
         proto = ws._proto
         if proto.deflate is None:
             return self.frame
@@ -92,15 +88,16 @@ class _Item:
 class _Member:
     """A WebSocket known to a hub: its rooms and its outgoing queue."""
 
-    __slots__ = ("ws", "hub", "rooms", "queue", "sender", "closing", "__weakref__")
+    __slots__ = ("ws", "hub", "rooms", "queue", "refill", "closing", "__weakref__")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.hub = ws._hub  # the gevent hub (thread) that owns the socket
         self.rooms: set = set()
         self.queue: Deque[_Item] = collections.deque()
-        #: the greenlet draining the queue; None whenever the queue is empty
-        self.sender: Optional[gevent.Greenlet] = None
+        #: the callback the connection's writer runs when its buffer drains;
+        #: None whenever the queue is empty
+        self.refill: Optional[Any] = None
         self.closing = False
 
 
@@ -229,7 +226,7 @@ class Hub:
                 if name in member.rooms:
                     found = True
                     self._unlink(member, name)
-            if not member.rooms and member.sender is None:
+            if not member.rooms and member.refill is None:
                 del self._members[ws]  # (one still sending keeps its queue, and order, if it rejoins)
             return found
 
@@ -257,6 +254,7 @@ class Hub:
             return
         member.closing = True
         member.queue.clear()
+        member.refill = None
         self._forget(member)
 
     @property
@@ -335,44 +333,21 @@ class Hub:
             self._offer(member, item)
 
     def _offer(self, member: _Member, item: _Item) -> None:
-        """Write ``item`` to ``member`` now if its socket takes it whole, else
-        queue it (applying the policy).  Never blocks; runs in the member's hub."""
+        """Put ``item`` in ``member``'s outgoing buffer while that is below its
+        ``write_limit``, else queue it here (applying the policy).  Never
+        blocks; runs in the member's hub."""
         if member.closing:
             return
+        ws = member.ws
         queue = member.queue
-        if member.sender is None and not queue:
-            # nothing queued: try the socket directly
-            ws = member.ws
-            raw = ws._raw
-            lock = ws._send_lock
-            # (never ahead of a greenlet already waiting for the lock: with
-            # permessage-deflate, frames must go out in compression order)
-            if raw is not None and not lock.linkcount() and lock.acquire(blocking=False):
-                if ws.closed:
-                    lock.release()
-                    return
-                try:
-                    data = item.encode_for(ws)
-                except BaseException:
-                    lock.release()
-                    raise
-                if ws._out:  # the application's batched frames go first
-                    data = ws._take_out() + data
-                try:
-                    sent = raw.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    lock.release()
-                    ws._lost()
-                    return
-                if sent == len(data):
-                    lock.release()
-                    self._delivered += 1
-                    return
-                # the socket took part of it: a sender finishes it, still holding the lock
-                member.sender = gevent.spawn(self._drain, member, memoryview(data)[sent:])
+        if not queue and ws._wsize < ws._wlimit:
+            if ws.closed:
                 return
+            # encoded and buffered with no switch in between: compressed frames
+            # keep the order of the connection's compression context
+            ws._enqueue([item.encode_for(ws)])
+            self._delivered += 1
+            return
         if len(queue) >= self.queue_size:
             policy = self.policy
             if policy == "drop-newest":
@@ -387,82 +362,49 @@ class Hub:
         queue.append(item)
         if len(queue) > self._high_water:
             self._high_water = len(queue)
-        if member.sender is None:
-            member.sender = gevent.spawn(self._drain, member, None)
+        if member.refill is None:
+            # the connection's writer calls this when its buffer has drained
+            member.refill = lambda: self._refill(member)
+            if ws._wdrain is None:
+                ws._wdrain = []
+            ws._wdrain.append(member.refill)
 
-    def _drain(self, member: _Member, rest: Optional[memoryview]) -> None:
-        """The sender greenlet: finish ``rest`` (the send lock is held for it),
-        then write queued frames until the queue is empty."""
+    def _refill(self, member: _Member) -> None:
+        """The member's buffer drained: move queued messages into it, up to its
+        ``write_limit`` (runs where the writer runs, in the member's hub)."""
         ws = member.ws
-        lock = ws._send_lock
         queue = member.queue
-        try:
-            if rest is not None:
-                try:
-                    ws._write([rest])
-                finally:
-                    lock.release()
-                self._delivered += 1
-            while queue and not member.closing:
-                if lock.linkcount():
-                    gevent.sleep(0)  # let the application's waiting send go first
-                lock.acquire()
-                try:
-                    if ws.closed:
-                        queue.clear()
-                        break
-                    if member.closing or not queue:
-                        break
-                    # join what is queued (up to _BATCH bytes) into one write
-                    chunks = [queue.popleft().encode_for(ws)]
-                    size = len(chunks[0])
-                    while queue and size < _BATCH:
-                        chunk = queue.popleft().encode_for(ws)
-                        chunks.append(chunk)
-                        size += len(chunk)
-                    ws._write([chunks[0] if len(chunks) == 1 else b"".join(chunks)])
-                finally:
-                    lock.release()
-                self._delivered += len(chunks)
-        except ConnectionClosed:
-            queue.clear()
-        except BaseException:
-            queue.clear()  # (killed, or a bug: nothing may stay queued without a sender)
-            raise
-        finally:
-            member.sender = None
-        if member.closing and not ws._dropped:
-            self._send_close(member)
+        pieces = []
+        size = ws._wsize
+        limit = ws._wlimit
+        while queue and size < limit and not member.closing:
+            data = queue.popleft().encode_for(ws)
+            pieces.append(data)
+            size += len(data)
+        if not queue and member.refill is not None:
+            drain = ws._wdrain
+            if drain and member.refill in drain:
+                drain.remove(member.refill)
+            member.refill = None
+        if pieces and not ws.closed:
+            self._delivered += len(pieces)
+            ws._enqueue(pieces)
 
     # -- the "close" policy ----------------------------------------------------
     def _close_slow(self, member: _Member) -> None:
         """The queue is full under the "close" policy: leave every room, drop
-        the queue, close once the frame in progress is out.  Runs in the
-        member's hub; does not block."""
+        the queue and close.  The close frame goes out after what is already in
+        the connection's outgoing buffer; a peer that does not take it within
+        ``close_timeout`` seconds has its TCP connection dropped (the
+        connection's closing-handshake deadline).  Runs in the member's hub;
+        does not block."""
         ws = member.ws
         member.closing = True
         member.queue.clear()
         self._closed_slow += 1
         self._condemned.add(ws)
         self._forget(member)
-        # a peer that does not take even the frame in progress loses the TCP connection
-        timer = ws._loop.timer(ws._params["close_timeout"] or 0.001)
-        timer.start(self._abort_slow, member, timer)
-        if member.sender is None:
-            member.sender = gevent.spawn(self._drain, member, None)
-
-    def _abort_slow(self, member: _Member, timer: Any) -> None:
-        timer.close()
-        ws = member.ws
-        proto = ws._proto
-        if not ws._dropped and not proto.close_sent:
-            ws._drop()
-
-    def _send_close(self, member: _Member) -> None:
-        try:
-            member.ws.close(self.close_code, self.close_reason)
-        except Exception:  # the connection broke meanwhile: it is closed either way
-            member.ws._drop()
+        ws._start_close(self.close_code, self.close_reason)
 
     # -- readiness, lifecycle ---------------------------------------------------
     def start(self) -> None:
