@@ -5,13 +5,22 @@ ping_interval=5)``), :func:`parameterize` blocks (greenlet-local, and inherited 
 the greenlets spawned inside them), and process-wide defaults set as attributes
 of :data:`parameters`.  Values are checked when they are set, not when a
 connection uses them.
+
+Inheritance follows :mod:`contextvars`: a greenlet sees the blocks that were
+open in its spawner when it was spawned (a snapshot, kept after the spawner
+leaves them), never a block its spawner enters later, never one of another
+greenlet.  gevent's hub is the root of its thread's greenlets: what it spawns
+(a server's connection greenlets) starts with no block, so to configure a
+server use :data:`parameters`, the call's keywords or a block in the
+application.
 """
 
 from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Any, Callable, Dict, Iterator, Tuple
+import sys
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 from greenlet import getcurrent
 
@@ -88,6 +97,7 @@ def define(name: str, default: Any, validator: Callable[[str, Any], Any]) -> Non
     """Register a parameter (used by optional modules such as compression)."""
     _SPEC[name] = (default, validator)
     _defaults[name] = validator(name, default)
+    _changed()
 
 
 def validate(values: Dict[str, Any]) -> Dict[str, Any]:
@@ -103,40 +113,121 @@ def validate(values: Dict[str, Any]) -> Dict[str, Any]:
 
 
 _defaults: Dict[str, Any] = {name: check(name, default) for name, (default, check) in _SPEC.items()}
-# Each greenlet keeps its stack of override dicts (from parameterize blocks) in
-# this attribute: it dies with the greenlet, and reading it is one lookup.
-_LAYERS = "_gws13_layers"
+# bumped on every change of _defaults: effective() reuses its snapshots while it stays the same
+_version = 0
 
 
-def _stack(g) -> list:
-    stack = getattr(g, _LAYERS, None)
-    if stack is None:
-        stack = []
-        setattr(g, _LAYERS, stack)
-    return stack
+def _changed() -> None:
+    global _version
+    _version += 1
 
 
-def _layers() -> Iterator[dict]:
-    """Override layers in force here, nearest first: this greenlet's blocks,
-    then those of the greenlet that spawned it, and so on.  Lazy: a lookup
-    usually stops at the current greenlet's own layers."""
+# -- where the blocks live ---------------------------------------------------------
+# The layers in force in a greenlet form an immutable linked list, nearest
+# first: a node is the tuple (layer, next node) and None ends the list.  A
+# greenlet's current node is kept in its gevent ``spawn_tree_locals`` dict,
+# under _KEY.  gevent's Greenlet.__init__ (and the greenlets of spawn_raw)
+# copy the spawner's ``spawn_tree_locals`` reference into each new greenlet.
+# That dict is never written to once it holds a node: entering or leaving a
+# block gives the greenlet a *new* dict (a copy with another node), so the
+# reference a child took at its spawn stays a snapshot of the blocks open in
+# its spawner at that moment.  The capture is gevent's own: nothing is added
+# to any spawn, and a lookup is one attribute, one dict.get and a short walk.
+_TREE = "spawn_tree_locals"
+_KEY = "gws13.layers"
+_ABSENT = object()
+
+
+class _Token:
+    """What entering a block did, so that leaving it can undo just that."""
+
+    __slots__ = ("greenlet", "layer", "before", "installed")
+
+    def __init__(self, greenlet: Any, layer: dict, before: Any, installed: dict) -> None:
+        self.greenlet = greenlet
+        self.layer = layer
+        self.before = before        # the greenlet's spawn_tree_locals before (or _ABSENT)
+        self.installed = installed  # the dict installed in its place
+
+
+def _node(g: Any) -> Optional[tuple]:
+    tree = getattr(g, _TREE, None)
+    return tree.get(_KEY) if tree.__class__ is dict else None
+
+
+def _ensure_hub() -> None:
+    """Have this thread's gevent hub made now, before a raw greenlet (the main
+    one, usually) holds a block: gevent's hub copies the spawn_tree_locals of
+    the greenlet that makes it, and everything it spawns later (a server's
+    connection greenlets) would take that block for good.  The hub is the
+    root of the thread's greenlets and inherits none."""
+    gevent = sys.modules.get("gevent")  # (the core does not import gevent itself)
+    get_hub = getattr(gevent, "get_hub", None)
+    if get_hub is not None:
+        get_hub()
+
+
+def _enter(layer: dict) -> _Token:
     g = getcurrent()
-    while g is not None:
-        stack = getattr(g, _LAYERS, None)
-        if stack:
-            yield from reversed(stack)
-        ref = getattr(g, "spawning_greenlet", None)
-        g = ref() if ref is not None else None
+    before = getattr(g, _TREE, _ABSENT)
+    if before.__class__ is dict:
+        installed = before.copy()  # the old dict may be shared with greenlets spawned before
+        tail = before.get(_KEY)
+    else:  # a raw greenlet (or gevent's tree tracking is off): a dict of our own
+        installed, tail = {}, None
+        if before is _ABSENT:
+            _ensure_hub()
+    installed[_KEY] = (layer, tail)
+    setattr(g, _TREE, installed)
+    return _Token(g, layer, before, installed)
+
+
+def _exit(token: _Token) -> None:
+    g = token.greenlet
+    tree = getattr(g, _TREE, None)
+    if tree is token.installed:
+        # nothing entered or left since (the usual, nested case): give the
+        # greenlet back the very dict it had, and its spawn tree with it
+        if token.before is _ABSENT:
+            try:
+                delattr(g, _TREE)
+            except AttributeError:
+                pass
+        else:
+            setattr(g, _TREE, token.before)
+        return
+    # blocks left out of order (or spawn_tree_locals replaced meanwhile):
+    # drop just this layer, keeping the ones entered after it
+    node = tree.get(_KEY) if tree.__class__ is dict else None
+    above = []
+    while node is not None and node[0] is not token.layer:
+        above.append(node[0])
+        node = node[1]
+    if node is None:
+        return  # not in force here any more
+    node = node[1]
+    for layer in reversed(above):
+        node = (layer, node)
+    new: Dict[str, Any] = dict(tree) if tree.__class__ is dict else {}  # type: ignore[arg-type]
+    if node is None:
+        new.pop(_KEY, None)
+    else:
+        new[_KEY] = node
+    setattr(g, _TREE, new)
 
 
 def _lookup(name: str) -> Any:
-    for layer in _layers():
+    tree = getattr(getcurrent(), _TREE, None)
+    node = tree.get(_KEY) if tree.__class__ is dict else None
+    while node is not None:
+        layer, node = node
         if name in layer:
             return layer[name]
     return _defaults[name]
 
 
 _shared: Dict[str, Any] = {}  # the defaults snapshot handed out while nothing overrides them
+_shared_version = -1
 # snapshots of the defaults with the same keyword values on top (with_websocket
 # always passes max_queue=1): shared too, as long as the defaults do not change
 _variants: Dict[tuple, Dict[str, Any]] = {}
@@ -146,29 +237,42 @@ _MAX_VARIANTS = 32
 def effective(**call_values: Any) -> Dict[str, Any]:
     """A snapshot of every parameter as seen from the current greenlet, with
     ``call_values`` (validated here) on top.  Treat it as read-only: when no
-    layer overrides anything, connections with the same keyword values share
-    one snapshot."""
-    global _shared
-    layers = list(_layers())
+    block overrides anything, connections with the same keyword values share
+    one snapshot.  Raises TypeError/ValueError for a bad ``call_values``."""
+    global _shared, _shared_version
+    tree = getattr(getcurrent(), _TREE, None)
+    node = tree.get(_KEY) if tree.__class__ is dict else None
+    layers = []
+    while node is not None:
+        layer, node = node
+        for k in layer:
+            if k in _SPEC:  # (a binding such as the current websocket is not a parameter)
+                layers.append(layer)
+                break
     if not layers:
-        if _shared != _defaults:
+        if _shared_version != _version:
             _shared = dict(_defaults)  # a new object: earlier snapshots stay as they were
+            _shared_version = _version
             _variants.clear()
         if not call_values:
             return _shared
-        checked = validate(call_values)
-        # the type is part of the key: 5 and 5.0 are equal, but a snapshot
-        # gives back exactly the value it was given
-        key = tuple((k, v.__class__, v) for k, v in checked.items())
+        # keyed on the values as given: a hit skips validation (only values
+        # the validators hand back unchanged are keyed).  The type is part of
+        # the key: 5 and 5.0 are equal, but a snapshot gives back exactly the
+        # value it was given.
+        key: Optional[tuple] = tuple((k, v.__class__, v) for k, v in call_values.items())
         try:
-            values = _variants.get(key)
-        except TypeError:  # an unhashable value (e.g. a callable object)
+            values = _variants.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable value (e.g. a list of subprotocols)
             values, key = None, None
-        if values is None:
-            values = dict(_shared)
-            values.update(checked)
-            if key is not None and len(_variants) < _MAX_VARIANTS:
-                _variants[key] = values
+        if values is not None:
+            return values
+        checked = validate(call_values)
+        values = dict(_shared)
+        values.update(checked)
+        if key is not None and len(_variants) < _MAX_VARIANTS and all(
+                checked[k] is v for k, v in call_values.items()):
+            _variants[key] = values
         return values
     values = dict(_defaults)
     for layer in reversed(layers):
@@ -179,15 +283,29 @@ def effective(**call_values: Any) -> Dict[str, Any]:
 
 class Parameters:
     """Process-wide defaults as attributes; reading one gives the value in force
-    in the current greenlet (a :func:`parameterize` block wins over the default)."""
+    in the current greenlet (a :func:`parameterize` block wins over the default).
+
+    Raises AttributeError for an unknown name; setting one raises TypeError or
+    ValueError for a bad value."""
+
+    def __getattribute__(self, name: str) -> Any:
+        # parameters first, without the failed instance lookup __getattr__ would cost
+        if name in _SPEC:
+            tree = getattr(getcurrent(), _TREE, None)
+            node = tree.get(_KEY) if tree.__class__ is dict else None
+            while node is not None:
+                layer, node = node
+                if name in layer:
+                    return layer[name]
+            return _defaults[name]
+        return object.__getattribute__(self, name)
 
     def __getattr__(self, name: str) -> Any:
-        if name not in _SPEC:
-            raise AttributeError(f"unknown gws13 parameter {name!r}")
-        return _lookup(name)
+        raise AttributeError(f"unknown gws13 parameter {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         _defaults.update(validate({name: value}))
+        _changed()
 
     def __dir__(self):
         return sorted(_SPEC)
@@ -200,73 +318,91 @@ class Parameters:
         """Restore every default to its built-in value."""
         for name, (default, check) in _SPEC.items():
             _defaults[name] = check(name, default)
+        _changed()
 
 
 parameters = Parameters()
 
 
-@contextlib.contextmanager
-def parameterize(**values: Any) -> Iterator[None]:
-    """Override parameters for the current greenlet and the greenlets it spawns,
-    for the duration of the ``with`` block.  Raises TypeError/ValueError at once
-    for unknown names or bad values."""
-    layer = validate(values)
-    g = getcurrent()
-    stack = _stack(g)
-    stack.append(layer)
-    try:
-        yield
-    finally:
-        _pop(stack, layer)
+class _Block(contextlib.ContextDecorator):
+    """The context manager of :func:`parameterize` and :class:`bind` (also a
+    decorator; one object may be entered by several greenlets, or nested)."""
 
+    __slots__ = ("_layer", "_tokens")
 
-def _pop(stack: list, layer: dict) -> None:
-    for i in range(len(stack) - 1, -1, -1):
-        if stack[i] is layer:
-            del stack[i]
-            return
+    def __init__(self, layer: dict) -> None:
+        self._layer = layer
+        self._tokens: List[_Token] = []
 
-
-def push(name: str, value: Any) -> dict:
-    """What entering :class:`bind` does, for a caller that keeps no context
-    manager: bind ``name`` in the current greenlet until :func:`pop` (called
-    in the same greenlet)."""
-    layer = {name: value}
-    _stack(getcurrent()).append(layer)
-    return layer
-
-
-def pop(layer: dict) -> None:
-    """End a binding that :func:`push` made in the current greenlet."""
-    _pop(_stack(getcurrent()), layer)
-
-
-class bind:
-    """Bind a library-internal greenlet-inherited value (no validation), e.g.
-    the current websocket, for a ``with`` block; read it back with
-    :func:`lookup`.  A small class rather than a generator-based context
-    manager: with_websocket holds one for the whole life of a connection."""
-
-    __slots__ = ("_layer", "_stack")
-
-    def __init__(self, name: str, value: Any) -> None:
-        self._layer = {name: value}
-        self._stack: Any = None
+    def _recreate_cm(self) -> "_Block":
+        block = object.__new__(self.__class__)
+        block._layer, block._tokens = self._layer, []
+        return block
 
     def __enter__(self) -> None:
-        stack = self._stack = _stack(getcurrent())
-        stack.append(self._layer)
+        self._tokens.append(_enter(self._layer))
 
     def __exit__(self, *exc_info: Any) -> None:
-        _pop(self._stack, self._layer)
+        tokens = self._tokens
+        g = getcurrent()
+        for i in range(len(tokens) - 1, -1, -1):
+            if tokens[i].greenlet is g:
+                _exit(tokens.pop(i))
+                return
+        if tokens:  # left in another greenlet than the one that entered it
+            _exit(tokens.pop())
+
+
+def parameterize(**values: Any) -> ContextManager[None]:
+    """Override parameters for the duration of the ``with`` block, in the
+    current greenlet and in the greenlets it spawns inside the block.
+
+    Like :mod:`contextvars`, a greenlet takes a snapshot of the blocks open in
+    its spawner *when it is spawned*: it never sees a block its spawner enters
+    later (nor one of an unrelated greenlet), and it keeps the values it
+    inherited after the spawner leaves the block, for as long as it lives.
+    This rides on gevent's ``spawn_tree_locals``: greenlets made by
+    ``gevent.spawn``, ``Greenlet(...)``, pools, ``spawn_raw`` and monkey-patched
+    threads inherit; a raw ``greenlet.greenlet`` or an OS thread does not (it
+    sees the defaults), and nothing is inherited when gevent tracks no
+    greenlet tree (``GEVENT_TRACK_GREENLET_TREE=0``).  Inside a block the
+    greenlet holds its own copy of ``spawn_tree_locals`` (given back when the
+    block ends), so what gevent shares in that dict is shared with the
+    greenlets spawned in the block, not with the rest of the tree.
+
+    Raises TypeError/ValueError at once for unknown names or bad values."""
+    return _Block(validate(values))
+
+
+class bind(_Block):
+    """Bind a library-internal greenlet-inherited value (no validation), e.g.
+    the current websocket, for a ``with`` block; read it back with
+    :func:`lookup`.  Inherited like :func:`parameterize`'s blocks."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, value: Any) -> None:
+        super().__init__({name: value})
+
+
+def push(name: str, value: Any) -> _Token:
+    """What entering :class:`bind` does, for a caller that keeps no context
+    manager: bind ``name`` in the current greenlet until :func:`pop` is given
+    the token returned here."""
+    return _enter({name: value})
+
+
+def pop(token: _Token) -> None:
+    """End a binding that :func:`push` made (in the greenlet that made it)."""
+    _exit(token)
 
 
 def lookup(name: str, default: Any = None) -> Any:
     """The value bound with :func:`bind` (or a parameter) in force here."""
-    stack = getattr(getcurrent(), _LAYERS, None)
-    if stack and name in stack[-1]:
-        return stack[-1][name]  # bound by the innermost block of this greenlet
-    try:
-        return _lookup(name)
-    except KeyError:
-        return default
+    tree = getattr(getcurrent(), _TREE, None)
+    node = tree.get(_KEY) if tree.__class__ is dict else None
+    while node is not None:
+        layer, node = node
+        if name in layer:
+            return layer[name]
+    return _defaults.get(name, default)

@@ -11,7 +11,18 @@ Per process (per hub), two connections to Redis, each owned by one greenlet:
   (``outbox_size`` messages); the publisher greenlet sends what has
   accumulated as one pipeline of ``PUBLISH <prefix><room> <body>`` commands.
   A batch whose replies did not all come back is sent again after the
-  reconnection (it may or may not have reached Redis).
+  reconnection (it may or may not have reached Redis).  It sends only while
+  the subscriber is subscribed, and after one of its own errors (an outage)
+  only once the subscriber has shown that its subscription is alive since
+  (a new ``PSUBSCRIBE`` confirmation, or the answer to a ``PING`` the
+  publisher sends on the subscription): what it kept through an outage is
+  not published into a window where this process's own members would miss it.
+
+:meth:`Hub.close` (``stop``) sends what the outbox holds first: it waits, up
+to its ``timeout``, until Redis has confirmed every message and (while
+subscribed) the subscriber has received the last one back, so the members
+of this process get them too.  What is still unconfirmed then is counted in
+``close_dropped`` (the last batch may or may not have reached Redis).
 
 Every body starts with a 20-byte header: a magic, the message type, an id
 drawn at random per process and a sequence number.  Subscribers remember the
@@ -21,9 +32,11 @@ delivered in the order it published them.  Messages from other Redis clients
 (``redis-cli PUBLISH gws13:lobby hello``) carry no header: they are sent as
 text when they are UTF-8, else as binary.
 
-What is lost: anything published while the subscriber of a process is
-disconnected never reaches that process's members (Redis pub/sub keeps no
-history), and the oldest messages in a full outbox.  Both are counted.
+What is lost: anything published (by another process) while the subscriber
+of a process is disconnected never reaches that process's members (Redis
+pub/sub keeps no history); the oldest messages in a full outbox
+(``outbox_dropped``); what :meth:`Hub.close` could not send within its
+timeout (``close_dropped``).
 
 The connections use gevent sockets, so the backend cooperates with gevent
 whether or not the process is monkey-patched (``rediss://`` and ``unix://``
@@ -151,6 +164,14 @@ class RedisBackend:
         self._publisher_id = os.urandom(8)
         self._seq = 0
         self._outbox: Deque[Tuple[bytes, bytes]] = collections.deque()
+        self._inflight: List[Tuple[bytes, bytes]] = []  # the batch being sent
+        self._acked = 0          # sequence number of the last message Redis confirmed
+        self._acked_epoch = 0    # the subscription it was confirmed under
+        self._epoch = 0          # subscriptions confirmed so far
+        self._evidence = 0       # replies on the subscription (proof that it is alive)
+        self._subscription: Any = None  # the subscriber's connection
+        self._closing = False
+        self._stopped: Optional[Event] = None  # set when a stop() has finished
         self._seen: "collections.OrderedDict[bytes, int]" = collections.OrderedDict()
         self.connected = False
         self.publisher_connected = False
@@ -159,6 +180,7 @@ class RedisBackend:
         self.reconnects = 0
         self.errors = 0
         self.outbox_dropped = 0
+        self.close_dropped = 0
         self.duplicates = 0
         self.received = 0
 
@@ -175,8 +197,10 @@ class RedisBackend:
                 # forked: the parent's connections and greenlets are not ours
                 self._greenlets = []
                 self._outbox.clear()
+                self._inflight = []
                 self._publisher_id = os.urandom(8)
-                self._seq = 0
+                self._seq = self._acked = 0
+                self._subscription, self._stopped, self._closing = None, None, False
                 self.connected = self.subscribed = self.publisher_connected = False
             self._pid = os.getpid()
             self._owner = gevent.get_hub()
@@ -184,19 +208,70 @@ class RedisBackend:
             self._running = True
             self._greenlets = [gevent.spawn(self._subscribe_loop), gevent.spawn(self._publish_loop)]
 
-    def stop(self) -> None:
-        """Stop both greenlets and close their connections."""
+    def stop(self, timeout: Optional[float] = 5.0) -> None:
+        """Send what :meth:`publish` accepted, then stop both greenlets and
+        close their connections.
+
+        Waits (cooperatively, in any thread) up to ``timeout`` seconds (None:
+        no limit; 0: do not wait) for Redis to confirm every message in the
+        outbox and, while subscribed, for the subscriber to receive the last
+        one back.  Messages still unconfirmed then are counted in
+        ``close_dropped``.  Raises ValueError for a negative timeout."""
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
         with self._lock:
             if not self._running:
                 return
-            self._running = False
-            greenlets, self._greenlets = self._greenlets, []
-        if self._pid != os.getpid():
-            return
-        if _current_hub() is self._owner:
-            gevent.killall(greenlets, block=False)
-        else:
-            self._owner.loop.run_callback_threadsafe(gevent.killall, greenlets, gevent.GreenletExit, False)
+            if self._pid != os.getpid():  # forked: nothing here is ours to close
+                self._running = False
+                self._greenlets = []
+                return
+            done = self._stopped
+            first = done is None
+            if first:
+                done = self._stopped = Event()
+        assert done is not None
+        if first:
+            if _current_hub() is not self._owner:
+                self._owner.loop.run_callback_threadsafe(gevent.spawn, self._close, timeout, done)
+            elif gevent.getcurrent() is self._owner:  # (the hub itself cannot wait)
+                gevent.spawn(self._close, timeout, done)
+                return
+            else:
+                self._close(timeout, done)
+                return
+        # another thread (or a second stop()): wait for the owner's _close
+        if not done.wait(None if timeout is None else timeout + 2.0):
+            with self._lock:  # the owner's hub does not run any more: its greenlets are gone
+                if self._stopped is done:
+                    self._running = False
+                    self._greenlets = []
+                    self._stopped = None
+
+    def _close(self, timeout: Optional[float], done: Event) -> None:
+        """stop()'s work, in the owner's hub."""
+        try:
+            self._closing = True
+            if self._wake is not None:
+                self._wake.set()
+            greenlets = list(self._greenlets)
+            if len(greenlets) == 2 and timeout != 0:
+                greenlets[1].join(timeout)  # the publisher ends by itself once all is sent
+            with self._lock:
+                self._running = False
+                greenlets, self._greenlets = self._greenlets, []
+            # a publisher still connecting, sending or waiting for a subscription gives up now
+            me = gevent.getcurrent()
+            gevent.killall([g for g in greenlets if g is not me], block=True, timeout=1.0)
+            self.close_dropped += len(self._outbox) + len(self._inflight)
+            self._outbox.clear()
+            self._inflight = []
+        finally:
+            self._closing = False
+            with self._lock:
+                if self._stopped is done:
+                    self._stopped = None
+            done.set()
 
     def _alive(self) -> bool:
         return self._running and self._pid == os.getpid()
@@ -242,13 +317,44 @@ class RedisBackend:
         if self._wake is not None:
             self._wake.set()
 
+    def _may_send(self, needed: int) -> bool:
+        """Whether a PUBLISH now reaches this process's own members too."""
+        return self.subscribed and self._evidence >= needed
+
+    def _flushed(self) -> bool:
+        """Closing: everything is confirmed and, if the subscription that
+        confirmed it still holds, the last message came back on it."""
+        if self._outbox or self._inflight:
+            return False
+        if not self.subscribed or self._epoch != self._acked_epoch:
+            return True  # it cannot come back any more
+        return self._seen.get(self._publisher_id, 0) >= self._acked
+
+    def _probe(self) -> None:
+        """Ask the subscription to prove it is alive (its answer counts as
+        evidence): a PING on the subscriber's connection, whose greenlet is
+        waiting to read."""
+        connection = self._subscription
+        if connection is not None:
+            try:
+                connection.send_command(b"PING", check_health=False)
+            except _ERRORS:  # the subscriber notices too, and resubscribes
+                pass
+
     def _publish_loop(self) -> None:
         outbox = self._outbox
         connection = None
         backoff = 0.0
+        needed = 0  # evidence the subscription must have given before we send
+        probe = False
         try:
             while self._alive():
-                if not outbox:
+                if not outbox or not self._may_send(needed):
+                    if self._closing and self._flushed():
+                        break
+                    if outbox and probe and self.subscribed:
+                        probe = False
+                        self._probe()
                     self._wake.clear()
                     self._wake.wait()
                     continue
@@ -260,7 +366,10 @@ class RedisBackend:
                         backoff = self._pause(backoff)
                         continue
                     self.publisher_connected = True
-                batch = [outbox.popleft() for _ in range(min(len(outbox), self.batch))]
+                    if not self._may_send(needed):
+                        continue
+                batch = self._inflight = [outbox.popleft() for _ in range(min(len(outbox), self.batch))]
+                epoch = self._epoch
                 try:
                     connection.send_packed_command(
                         connection.pack_commands([(b"PUBLISH", channel, body) for channel, body in batch]),
@@ -270,6 +379,7 @@ class RedisBackend:
                 except _ERRORS:
                     # unknown whether Redis got them: send again (subscribers drop repeats)
                     outbox.extendleft(reversed(batch))
+                    self._inflight = []
                     while len(outbox) > self.outbox_size:
                         outbox.popleft()
                         self.outbox_dropped += 1
@@ -277,8 +387,14 @@ class RedisBackend:
                     self.publisher_connected = False
                     self._disconnect(connection)
                     connection = None
+                    # an outage: send again only under a subscription alive since
+                    needed = self._evidence + 1
+                    probe = True
                     backoff = self._pause(backoff)
                     continue
+                self._inflight = []
+                self._acked = _HEAD.unpack_from(batch[-1][1])[3]
+                self._acked_epoch = epoch
                 backoff = 0.0
         finally:
             self.publisher_connected = False
@@ -294,6 +410,7 @@ class RedisBackend:
                 connection = self._connect()
                 connection.send_command(b"PSUBSCRIBE", self._pattern, check_health=False)
                 self.connected = True
+                self._subscription = connection
                 pinged = False
                 while self._alive():
                     if connection.can_read(timeout=self.ping_interval):
@@ -316,6 +433,9 @@ class RedisBackend:
                 gevent.get_hub().handle_error(None, *sys.exc_info())
             finally:
                 self.connected = self.subscribed = False
+                self._subscription = None
+                if self._closing and self._wake is not None:
+                    self._wake.set()  # close(): what was sent cannot come back on this one
                 if connection is not None and self._pid == os.getpid():
                     self._disconnect(connection)
             if self._alive():
@@ -329,9 +449,17 @@ class RedisBackend:
             self._on_message(reply[2], reply[3])
         elif kind == b"psubscribe":
             self.subscribed = True
+            self._epoch += 1
+            self._evidence += 1
             if self._subscribed_before:
                 self.reconnects += 1
             self._subscribed_before = True
+            if self._wake is not None:
+                self._wake.set()  # the publisher may send now
+        elif kind == b"pong":
+            self._evidence += 1
+            if self._wake is not None:
+                self._wake.set()
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         prefix = self._prefix
@@ -350,6 +478,8 @@ class RedisBackend:
             elif len(seen) >= _KEEP_PUBLISHERS:
                 seen.popitem(last=False)
             seen[publisher] = seq
+            if self._closing and publisher == self._publisher_id and self._wake is not None:
+                self._wake.set()  # our own message came back: close() may be done
             payload = data[_HEAD.size:]
             binary = kind == b"b"
         else:  # from another Redis client
@@ -374,6 +504,7 @@ class RedisBackend:
             "errors": self.errors,
             "outbox": len(self._outbox),
             "outbox_dropped": self.outbox_dropped,
+            "close_dropped": self.close_dropped,
             "duplicates": self.duplicates,
             "redis_received": self.received,
         }

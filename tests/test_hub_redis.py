@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from typing import Dict, List, Optional
@@ -464,6 +465,153 @@ def test_slow_client_through_redis(serve, redis_server):
     slow.close()
     for ws in fast:
         ws.close()
+    hub.close()
+
+
+# -- nothing promised is lost: close() and reconnection ------------------------------
+def gevent_wait(predicate, timeout: float = 10.0, what: str = "condition"):
+    """wait_until for hubs owned by the test's thread: their greenlets only
+    run while this thread waits in gevent."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        gevent.sleep(0.01)
+
+
+def member_app(hub: gws13.Hub, room: str = "r"):
+    """Join ``room``, say "ready" once subscribed, publish what the client
+    sends as "<text>0".."<text>4" (one go, no yield in between)."""
+    def proc(ws):
+        hub.join(ws, room)
+        hub.wait_ready(10)
+        ws.send("ready")
+        for text in ws:
+            for i in range(5):
+                hub.publish(room, f"{text}{i}")
+    return lambda e, s: gws13.with_websocket(e, s, proc)
+
+
+def test_close_sends_what_publish_accepted_to_another_process(processes, redis_server):
+    # row 17: a script publishes 5 messages and closes its hub at once
+    machine = processes.pywsgi()
+    receiver = Client(machine, "r")
+    script = textwrap.dedent("""
+        import json, sys, time, gws13
+        hub = gws13.Hub(sys.argv[1])
+        for i in range(5):
+            hub.publish("r", f"m{i}")
+        t0 = time.monotonic()
+        hub.close()
+        print(json.dumps(dict(hub.stats(), seconds=time.monotonic() - t0)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, redis_server.url], env=processes.env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["published"] == 5 and stats["outbox"] == 0 and stats["close_dropped"] == 0, stats
+    assert stats["seconds"] < 5, stats
+    assert [receiver.recv_message(10) for _ in range(5)] == [f"m{i}" for i in range(5)]
+    receiver.close()
+
+
+def test_close_from_another_thread_delivers_here_and_elsewhere(serve, redis_server):
+    closing, other = gws13.Hub(redis_server.url), gws13.Hub(redis_server.url)
+    servers = [serve(member_app(closing)), serve(member_app(other))]
+    members = [websocket.create_connection(server.url, timeout=10) for server in servers]
+    for ws in members:
+        assert ws.recv() == "ready"
+    # from the test's thread: handed to the owner's hub, then closed at once
+    for i in range(5):
+        closing.publish("r", f"c{i}")
+    closing.close()
+    assert closing.stats()["close_dropped"] == 0 and closing.stats()["outbox"] == 0
+    # the closing hub's own member got them too: close waited for them to come back
+    for ws in members:
+        assert [ws.recv() for _ in range(5)] == [f"c{i}" for i in range(5)]
+    for ws in members:
+        ws.close()
+    other.close()
+
+
+def test_close_with_redis_down_returns_within_the_timeout_and_counts_the_loss(redis_server):
+    hub = gws13.Hub(redis_server.url, redis_options={"ping_interval": 0.5, "max_backoff": 0.1})
+    assert hub.wait_ready(10)  # owned by this thread's hub
+    redis_server.kill()
+    gevent_wait(lambda: not hub.ready, 10, "the hub to notice the outage")
+    for i in range(5):
+        hub.publish("r", f"lost{i}")
+    t0 = time.monotonic()
+    hub.close(timeout=0.5)
+    elapsed = time.monotonic() - t0
+    assert 0.4 < elapsed < 2.5, elapsed
+    stats = hub.stats()
+    assert stats["close_dropped"] == 5 and stats["outbox"] == 0, stats
+    assert "gws13_hub_redis_close_dropped_total 5" in hub.metrics_text()
+    # timeout=0: nothing waits; a negative one is refused
+    hub.publish("r", "lost5")  # (starts the backend again)
+    t0 = time.monotonic()
+    hub.close(timeout=0)
+    assert time.monotonic() - t0 < 1.5 and hub.stats()["close_dropped"] == 6
+    with pytest.raises(ValueError):
+        hub.close(timeout=-1)
+
+
+def test_kept_messages_are_published_only_under_a_new_subscription(serve, redis_server):
+    # after an outage the subscriber comes back late: the publisher must not
+    # send what it kept before this process is subscribed again
+    hub = gws13.Hub(redis_server.url, redis_options={"ping_interval": 0.5, "max_backoff": 0.05})
+    backend = hub._backend
+    slow = []
+    connect = backend._connect
+
+    def slow_subscriber_connect():
+        if slow and gevent.getcurrent() is backend._greenlets[0]:
+            gevent.sleep(0.6)
+        return connect()
+
+    backend._connect = slow_subscriber_connect
+    server = serve(member_app(hub))
+    member = websocket.create_connection(server.url, timeout=10)
+    assert member.recv() == "ready"
+    member.send("before")
+    assert [member.recv() for _ in range(5)] == [f"before{i}" for i in range(5)]
+    redis_server.kill()
+    wait_until(lambda: not hub.ready, 10, what="the hub to notice the outage")
+    slow.append(True)
+    member.send("kept")  # published while Redis is down: kept in the outbox
+    wait_until(lambda: hub.stats()["outbox"] == 5, 5, what="the kept messages")
+    redis_server.start()
+    # the member of this very hub gets every kept message, once, in order
+    assert [member.recv() for _ in range(5)] == [f"kept{i}" for i in range(5)]
+    stats = hub.stats()
+    assert stats["reconnects"] >= 1 and stats["outbox"] == 0 and stats["duplicates"] == 0, stats
+    member.send("after")
+    assert [member.recv() for _ in range(5)] == [f"after{i}" for i in range(5)]
+    member.close()
+    hub.close()
+
+
+def test_a_publisher_that_alone_lost_its_connection_proves_the_subscription(serve, redis_server):
+    # only the publisher's connection is killed: the subscription never broke,
+    # so no new PSUBSCRIBE comes; a PING on it must show it alive, at once
+    # (the subscriber's own PING would come after ping_interval, 30 s here)
+    import redis as redis_py
+    hub = gws13.Hub(redis_server.url, redis_options={"ping_interval": 30.0, "max_backoff": 0.05})
+    server = serve(member_app(hub))
+    member = websocket.create_connection(server.url, timeout=10)
+    assert member.recv() == "ready"
+    member.send("a")
+    assert [member.recv() for _ in range(5)] == [f"a{i}" for i in range(5)]
+    r = redis_py.Redis(port=redis_server.port)
+    assert r.client_kill_filter(_type="normal", skipme=True) >= 1  # the publisher, not the pubsub
+    r.close()
+    member.send("b")
+    member.settimeout(5)
+    assert [member.recv() for _ in range(5)] == [f"b{i}" for i in range(5)]
+    stats = hub.stats()
+    assert stats["errors"] >= 1 and stats["reconnects"] == 0 and stats["duplicates"] == 0, stats
+    member.close()
     hub.close()
 
 
