@@ -1089,8 +1089,15 @@ class WebSocket:
         proto = self._proto
         if proto is not None and proto.close_code is None:
             proto.close_code = 1006
+        sock = self._sock
         try:
-            self._sock.close()
+            # shutdown first: close() alone leaves the connection open while
+            # another reference to the descriptor (a server's file object) lives
+            sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass  # already reset by the peer, or never connected
+        try:
+            sock.close()
         except OSError:
             pass
         self._wbuf = []

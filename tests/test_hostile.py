@@ -1,0 +1,209 @@
+"""Peers that misbehave on purpose: floods, stalls, silence.  What each costs
+the server must be bounded, every deadline must hold while a send is blocked,
+and no frame is ever cut (issue 11)."""
+
+from __future__ import annotations
+
+import gc
+import queue
+import socket
+import time
+import weakref
+
+import pytest
+import websocket  # websocket-client
+
+import gws13
+from gws13.frames import OP_CLOSE, OP_PING, OP_TEXT, encode_close
+from gws13.protocol import Close, Message, Pong, Protocol
+
+from conftest import RawClient
+
+
+@pytest.fixture(scope="module")
+def tls_contexts():
+    import ssl
+
+    import trustme
+    ca = trustme.CA()
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def small_receive_buffer(client):
+    # a peer that reads nothing: keep the kernel's buffers small so they fill fast
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+def _masked(opcode, payload):
+    from gws13.frames import apply_mask, encode_header
+    key = b"\x01\x02\x03\x04"
+    return encode_header(opcode, len(payload), True, False, key) + apply_mask(payload, key)
+
+
+def _only_websocket(srv):
+    assert wait_for(lambda: len(getattr(srv.server, "_gws13_websockets", ())) >= 1)
+    return next(iter(srv.server._gws13_websockets))
+
+
+@pytest.mark.parametrize("tls", [False])
+def test_a_stalled_reader_gets_whole_frames_and_the_send_raises_at_the_deadline(serve, tls, request):
+    # The peer stops reading while the handler pushes and pongs are owed, and
+    # never comes back: connection_timeout fails the stalled writer, the close
+    # deadline drops the socket, the blocked send raises ConnectionClosed.
+    out = queue.Queue()
+
+    def proc(ws):
+        start = time.monotonic()
+        try:
+            while True:
+                ws.send(b"d" * 1000)
+        except gws13.ConnectionClosed:
+            out.put(("closed", time.monotonic() - start))
+
+    kwargs = {}
+    if tls:
+        ssl_ctx, client_ctx = request.getfixturevalue("tls_contexts")
+        kwargs["ssl_context"] = ssl_ctx
+    srv = serve(lambda e, s: gws13.with_websocket(e, s, proc, connection_timeout=1, close_timeout=0.5,
+                                                  ping_interval=0), **kwargs)
+    if tls:
+        sock = client_ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.port), timeout=5),
+                                      server_hostname="localhost")
+        _handshake(sock, srv.port)
+    else:
+        raw = RawClient(srv.port)
+        small_receive_buffer(raw)
+        sock = raw.sock
+        for _ in range(50):
+            sock.sendall(_masked(OP_PING, b"q"))
+    kind, elapsed = out.get(timeout=10)
+    assert kind == "closed" and elapsed < 1 + 0.5 + 1.5
+    ws = _only_websocket(srv) if srv.server._gws13_websockets else None
+    assert ws is None or wait_for(lambda: ws._dropped, 2)
+    sock.close()
+
+
+def _handshake(sock, port):
+    sock.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(1)
+    assert data.startswith(b"HTTP/1.1 101")
+
+
+def test_the_peers_close_while_a_send_is_blocked_releases_the_socket(serve):
+    out = queue.Queue()
+
+    def proc(ws):
+        try:
+            while True:
+                ws.send(b"d" * 4000)
+        except gws13.ConnectionClosed:
+            out.put(time.monotonic())
+
+    srv = serve(lambda e, s: gws13.with_websocket(e, s, proc, close_timeout=1, ping_interval=0))
+    raw = RawClient(srv.port)
+    small_receive_buffer(raw)
+    ws = _only_websocket(srv)
+    assert wait_for(lambda: ws.buffered_amount > 0)
+    sent = time.monotonic()
+    raw.send_frame(OP_CLOSE, encode_close(1000))
+    assert out.get(timeout=5) - sent < 1 + 1
+    assert wait_for(lambda: ws._dropped, 3)
+    raw.close()
+
+
+def test_close_before_first_use_upgrades_and_sends_the_code(serve):
+    def app(environ, start_response):
+        environ["wsgi.websocket"].close(1008, "go away")
+        return []
+
+    srv = serve(app)
+    raw = RawClient(srv.port)
+    assert raw.status == 101
+    events = raw.read_until_close()
+    assert isinstance(events[-1], Close) and events[-1].code == 1008 and events[-1].reason == "go away"
+    raw.close()
+
+
+def test_receive_after_the_end_raises_instead_of_spinning(serve):
+    out = queue.Queue()
+
+    def app(environ, start_response):
+        ws = environ["wsgi.websocket"]
+        results = []
+        for _ in range(3):
+            try:
+                results.append(ws.receive())
+            except gws13.ConnectionClosed as exc:
+                results.append(("raised", exc.code))
+        out.put(results)
+        return []
+
+    srv = serve(app)
+    raw = RawClient(srv.port)
+    raw.send_frame(OP_TEXT, b"a")
+    raw.send_frame(OP_CLOSE, encode_close(1000))
+    assert out.get(timeout=5) == ["a", None, ("raised", 1000)]
+    raw.close()
+
+
+def test_receive_message_reports_the_end_then_raises(serve):
+    out = queue.Queue()
+
+    def proc(ws):
+        results = []
+        for _ in range(3):
+            try:
+                results.append(gws13.receive_message())
+            except gws13.ConnectionClosed:
+                results.append("raised")
+        out.put(results)
+
+    srv = serve(lambda e, s: gws13.with_websocket(e, s, proc))
+    raw = RawClient(srv.port)
+    raw.send_frame(OP_CLOSE, encode_close(1000))
+    assert out.get(timeout=5) == [(encode_close(1000), "connection-close"), (None, None), "raised"]
+    raw.close()
+
+
+@pytest.mark.parametrize("compression", [True, False])
+def test_closed_connections_are_freed_at_once(serve, compression):
+    refs = []
+
+    def app(environ, start_response):
+        ws = environ["wsgi.websocket"]
+        refs.append(weakref.ref(ws))
+        for message in ws:
+            ws.send(message)
+        return []
+
+    srv = serve(app)
+    options = {} if compression else {"compression": None}
+    from websockets.sync.client import connect
+    for i in range(200):
+        with connect(srv.url, **options) as client:
+            client.send("x" * 100)
+            assert client.recv(timeout=5) == "x" * 100
+    assert len(refs) == 200
+
+    def freed():
+        srv.call(gc.collect)
+        return all(ref() is None for ref in refs)
+
+    assert wait_for(freed, 5), sum(ref() is not None for ref in refs)
