@@ -24,14 +24,21 @@ the route quietly (the README's echo loop ends this way).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List
 
-import flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_cookie
 from werkzeug.routing import Map, Rule
 
 from .geventwebsocket.websocket import WebSocket, is_websocket_request, serve
+
+if TYPE_CHECKING:
+    import flask
+
+# This module does not import Flask itself: ``gunicorn -k
+# gws13.compat.flask_sockets.worker`` imports it in the arbiter, before the
+# fork, and Flask's import-time logging handler would then be finalized after
+# gevent's thread module at each worker's exit (a traceback in the log).
 
 __all__ = ["Sockets", "SocketMiddleware", "worker"]
 
@@ -40,7 +47,7 @@ class SocketMiddleware:
     """Wraps the Flask app's ``wsgi_app``: WebSocket requests that match a
     socket route go to it, everything else to Flask."""
 
-    def __init__(self, wsgi_app: Callable, app: flask.Flask, socket: "Sockets") -> None:
+    def __init__(self, wsgi_app: Callable, app: "flask.Flask", socket: "Sockets") -> None:
         self.ws = socket
         self.app = app
         self.wsgi_app = wsgi_app
@@ -57,9 +64,9 @@ class SocketMiddleware:
         def run(ws: WebSocket) -> None:
             cookie = parse_cookie(environ["HTTP_COOKIE"]) if "HTTP_COOKIE" in environ else None
             with self.app.app_context():
-                with self.app.request_context(environ):
+                with self.app.request_context(environ) as context:
                     # Flask-Sockets' attribute (Flask's own request.cookies works too)
-                    flask.request.cookie = cookie
+                    context.request.cookie = cookie
                     handler(ws, **values)
 
         return serve(environ, start_response, run)
@@ -71,12 +78,12 @@ class Sockets:
 
     def __init__(self, app: Any = None) -> None:
         self.url_map = Map()
-        self.blueprints: Dict[str, flask.Blueprint] = {}
-        self._blueprint_order: List[flask.Blueprint] = []
+        self.blueprints: Dict[str, "flask.Blueprint"] = {}
+        self._blueprint_order: List["flask.Blueprint"] = []
         if app:
             self.init_app(app)
 
-    def init_app(self, app: flask.Flask) -> None:
+    def init_app(self, app: "flask.Flask") -> None:
         app.wsgi_app = SocketMiddleware(app.wsgi_app, app, self)
 
     def route(self, rule: str, **options: Any) -> Callable[[Callable], Callable]:
@@ -92,7 +99,7 @@ class Sockets:
         # (Flask-Sockets' plain rules raise WebsocketMismatch there)
         self.url_map.add(Rule(rule, endpoint=f, defaults=options.get("defaults") or None, websocket=True))
 
-    def register_blueprint(self, blueprint: flask.Blueprint, **options: Any) -> None:
+    def register_blueprint(self, blueprint: "flask.Blueprint", **options: Any) -> None:
         """Register the WebSocket routes of a Flask ``Blueprint`` (its
         ``url_prefix`` and ``url_defaults`` apply).  Raises AssertionError for a
         different blueprint of the same name."""
