@@ -19,7 +19,7 @@ import gws13  # noqa: E402
 from gws13.compat.bottle_websocket import websocket as websocket_plugin  # noqa: E402
 
 from compat_support import TIMEOUT, Events, browser, needs_chromium, run_app, wait_until  # noqa: E402,F401
-from conftest import connect, raw_connect  # noqa: E402
+from conftest import connect  # noqa: E402
 
 
 def test_echo_example(run_app):

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # fork, and Flask's import-time logging handler would then be finalized after
 # gevent's thread module at each worker's exit (a traceback in the log).
 
-__all__ = ["Sockets", "SocketMiddleware", "worker"]
+__all__ = ["Sockets", "SocketMiddleware"]  # and `worker`, imported on first use (needs gunicorn)
 
 
 class SocketMiddleware:
@@ -66,7 +66,7 @@ class SocketMiddleware:
             with self.app.app_context():
                 with self.app.request_context(environ) as context:
                     # Flask-Sockets' attribute (Flask's own request.cookies works too)
-                    context.request.cookie = cookie
+                    context.request.cookie = cookie  # type: ignore[attr-defined]
                     handler(ws, **values)
 
         return serve(environ, start_response, run)
@@ -84,7 +84,7 @@ class Sockets:
             self.init_app(app)
 
     def init_app(self, app: "flask.Flask") -> None:
-        app.wsgi_app = SocketMiddleware(app.wsgi_app, app, self)
+        app.wsgi_app = SocketMiddleware(app.wsgi_app, app, self)  # type: ignore[method-assign]
 
     def route(self, rule: str, **options: Any) -> Callable[[Callable], Callable]:
         """Decorator: ``f(ws, **url_variables)`` serves WebSocket requests to ``rule``."""

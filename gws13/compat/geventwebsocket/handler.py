@@ -56,7 +56,7 @@ class WebSocketHandler(gws13.WebSocketHandler):
         hook = getattr(self.server, "pre_start_hook", None)
         if hook is not None and hook(self):
             return pywsgi.WSGIHandler.run_application(self)
-        if not is_upgrade_request(self.environ):
+        if not is_upgrade_request(self.environ or {}):
             return super().run_application()
         application = self.application
         self.application = lambda environ, start_response: self._run_websocket(
@@ -88,7 +88,7 @@ class WebSocketHandler(gws13.WebSocketHandler):
     @property
     def active_client(self) -> Client:
         """This connection's entry in ``server.clients``."""
-        return self.server.clients[self.client_address]
+        return self.server.clients[self.client_address]  # type: ignore[attr-defined]
 
     @property
     def logger(self) -> logging.Logger:

@@ -15,7 +15,7 @@ gunicorn's gevent workers (it upgrades the request itself there).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Iterable, List, Mapping, Sequence, Tuple, Type, Union
 
 from .exceptions import WebSocketError
 from .protocols.base import BaseProtocol
@@ -60,7 +60,8 @@ class WebSocketApplication:
         return cls.protocol_class.PROTOCOL_NAME
 
 
-AppSpec = Union[Type[WebSocketApplication], Callable[..., Iterable[bytes]]]
+#: a WebSocketApplication subclass, or a WSGI application
+AppSpec = Any
 
 
 class Resource:
@@ -83,7 +84,7 @@ class Resource:
         # override to route other kinds of WebSocket applications
         return isinstance(app, type) and issubclass(app, WebSocketApplication)
 
-    def _app_by_path(self, environ_path: str, is_websocket_request: bool) -> Optional[AppSpec]:
+    def _app_by_path(self, environ_path: str, is_websocket_request: bool) -> AppSpec:
         for path, app in self.apps:
             if re.match(path, environ_path) and is_websocket_request == self._is_websocket_app(app):
                 return app

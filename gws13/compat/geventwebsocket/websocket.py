@@ -129,7 +129,7 @@ class WebSocket:
         one, else an object whose ``on_close`` does nothing (as gevent-websocket)."""
         application = getattr(getattr(self.handler, "server", None), "application", None)
         if hasattr(application, "current_app"):
-            return application.current_app
+            return application.current_app  # type: ignore[union-attr]
         return _NULL_APP
 
     # -- reading -------------------------------------------------------------
@@ -164,7 +164,7 @@ class WebSocket:
         if message is None:
             self._ended = True
             return None
-        if message.__class__ is bytes:
+        if isinstance(message, bytes):
             return bytearray(message)  # gevent-websocket's type for binary messages
         return message
 
