@@ -358,6 +358,22 @@ def test_an_exception_of_the_route_closes_with_1011(serve):
         assert close_code_after(conn, "go") == 1011
 
 
+def test_routes_under_the_gevent_websocket_facades_handler(serve):
+    """An app that mixes libraries (e.g. Flask-SocketIO served by the
+    gevent-websocket facade's handler, plus flask-sock routes)."""
+    from gws13.compat.geventwebsocket.handler import WebSocketHandler
+
+    def route(ws):
+        while True:
+            ws.send(ws.receive())
+
+    server = serve_route(serve, route, handler_class=WebSocketHandler)
+    with connect(server.url + "/ws") as conn:
+        conn.send("mixed")
+        assert conn.recv(timeout=TIMEOUT) == "mixed"
+    assert conn.close_code == 1000
+
+
 def test_still_correct_when_gws13_receive_raises_after_the_end(serve, monkeypatch):
     """The core is moving to ``receive()``: None once, then ConnectionClosed."""
     original = gws13.WebSocket.receive

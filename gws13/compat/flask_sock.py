@@ -242,6 +242,12 @@ def _serve(f: Callable, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> flask.
         except Exception:  # closed already, as flask-sock ignores it
             pass
 
+    upgraded = getattr(environ.get("wsgi.websocket"), "gws13_websocket", None)
+    if isinstance(upgraded, gws13.WebSocket):
+        # the gevent-websocket facade's handler upgraded the request before the
+        # app ran (with its own parameters): serve the route on that connection
+        run(upgraded)
+        return _UpgradedResponse()
     result = gws13.with_websocket(environ, start_response, run, **params)
     if not captured:
         return _UpgradedResponse(result)
