@@ -49,8 +49,12 @@ setup(
     python_requires=">=3.9",
     install_requires=["gevent>=24"],
     extras_require={
+        # flask-socketio, python-socketio[client] and gevent-websocket: tests/test_socketio.py
+        # (engine.io hands its WebSockets to environ["wsgi.websocket"] only when
+        # gevent-websocket is importable)
         "test": ["pytest", "pytest-timeout", "requests", "websocket-client", "websockets", "trustme",
-                 "flask", "bottle", "gunicorn", "redis", "playwright"],
+                 "flask", "bottle", "gunicorn", "redis", "playwright",
+                 "flask-socketio", "python-socketio[client]", "gevent-websocket"],
         "flask": ["flask"],
         "bottle": ["bottle"],
         "gunicorn": ["gunicorn"],

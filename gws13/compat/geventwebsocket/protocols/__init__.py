@@ -1,0 +1,1 @@
+"""gevent-websocket's protocol classes (``protocols.base.BaseProtocol``)."""
