@@ -133,8 +133,15 @@ def _track(server: Any, ws: WebSocket) -> None:
             # waiting (writing the close frame, then for the reply, each up to
             # close_timeout).  The server is going away: drop them now, so that
             # every descriptor is closed when close() (and stop()) returns.
-            for w in list(registry):
+            dropped = list(registry)
+            for w in dropped:
                 w._drop()
+            if dropped:
+                # a descriptor that a greenlet still waits on (a blocked send)
+                # is closed by the hub once that wait is cancelled: let it run
+                # (bounded: a busy loop is seldom idle)
+                with gevent.Timeout(1, False):
+                    gevent.idle()
 
         server.close = close
     registry.add(ws)
