@@ -10,12 +10,10 @@ parameters (``accept_connection``, ``subprotocols``...) known.
 
 from __future__ import annotations
 
-import errno
 import http.client
 import io
 import logging
 import socket
-import ssl
 import sys
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -181,19 +179,6 @@ class _LimitedHead:
         return line
 
 
-def _peer_gone(exc: BaseException) -> bool:
-    """True for the errors of a peer that went away or broke its side of the
-    connection: normal on the internet, not a server error."""
-    if isinstance(exc, (ConnectionError, ssl.SSLError)):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _PEER_ERRNOS
-
-
-_PEER_ERRNOS = frozenset(getattr(errno, name) for name in (
-    "EPIPE", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "ENOTCONN", "ESHUTDOWN", "EHOSTUNREACH",
-    "ENETUNREACH", "ENETRESET") if hasattr(errno, name))
-
-
 class WebSocketHandler(WSGIHandler):
     """A ``gevent.pywsgi`` handler that upgrades WebSocket requests.
 
@@ -219,6 +204,7 @@ class WebSocketHandler(WSGIHandler):
 
     _gws13_timer: Any = None  # gevent.Timeout for the request head being read
     _gws13_heads = 0  # request heads read on this connection
+    _gws13_lost: Any = None  # the error of the last failed write on the connection
 
     def handle(self) -> None:
         try:
@@ -299,10 +285,19 @@ class WebSocketHandler(WSGIHandler):
                    getattr(ex, "formatted_message", None) or str(ex) or type(ex).__name__)
         return ("400", pywsgi._BAD_REQUEST_RESPONSE)
 
+    def _sendall(self, data: bytes) -> None:
+        try:
+            super()._sendall(data)
+        except OSError as exc:
+            self._gws13_lost = exc
+            raise
+
     def handle_error(self, t: Any, v: Any, tb: Any) -> None:
-        # pywsgi only ignores EPIPE and ECONNRESET; a TLS peer that vanishes
-        # (SSLEOFError...) or ETIMEDOUT would be logged with a traceback
-        if _peer_gone(v):
+        # pywsgi ignores EPIPE and ECONNRESET from anywhere; any other error of
+        # a write to the peer (a TLS peer that vanished: SSLEOFError,
+        # ETIMEDOUT...) would be logged with a traceback.  Errors from the
+        # application's own sockets (a database...) are still logged.
+        if v is not None and v is self._gws13_lost:
             _log.debug("%s: connection lost: %s", self._peer(), _describe(v))
             self.close_connection = True
             return
@@ -410,7 +405,11 @@ class WebSocketHandler(WSGIHandler):
                 rfile.close()
             except (OSError, ValueError):
                 pass
-        self.socket.sendall(head)
+        try:
+            self.socket.sendall(head)
+        except OSError as exc:
+            self._gws13_lost = exc
+            raise
         ws._acceptor = None
         # the parsed request headers (an email Message, ~1.3 KB) would live as
         # long as the connection; only an access log reads them again

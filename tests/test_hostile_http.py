@@ -414,6 +414,35 @@ def test_peers_that_reset_the_tls_handshake_on_the_gws13_server_are_quiet(start,
     assert len(quiet.debug_lines()) <= 100
 
 
+def streaming_app(environ, start_response):
+    if environ["PATH_INFO"] == "/backend":
+        raise ConnectionRefusedError(111, "the application's database is down")
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return (b"z" * 65536 for _ in range(200))
+
+
+@pytest.mark.parametrize("mode", ["plain", "tls"])
+def test_peers_that_leave_during_a_long_response_are_quiet(start, quiet, mode, client_context):
+    server = start(mode, streaming_app)
+    for i in range(20):
+        sock = connect(server, client_context)
+        sock.sendall(PLAIN_GET)
+        sock.recv(4096)
+        reset(sock) if i % 2 else sock.close()
+    wait_until(lambda: handlers_done(server), 10, "the handlers to end")
+    quiet.check()
+
+
+def test_errors_of_the_applications_own_connections_are_still_logged(start, quiet):
+    """Only errors of the connection to the peer are quiet."""
+    server = start("plain", streaming_app)
+    status, _, _ = ask(server, b"GET /backend HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 500
+    wait_until(lambda: handlers_done(server), 5, "the handler to end")
+    err = quiet.capfd.readouterr().err
+    assert "ConnectionRefusedError: [Errno 111] the application's database is down" in err, err
+
+
 # -- limits of the request head ------------------------------------------------
 
 def ask(server, head):
