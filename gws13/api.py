@@ -141,7 +141,7 @@ def _run(environ: dict, start_response: Callable, proc: Callable, call_params: d
             ws.fail(WebSocketError("going away", 1001))
             raise
         except BaseException as exc:
-            ws.fail(UnexpectedError(f"{type(exc).__name__}"))
+            ws.fail(UnexpectedError("internal error"))  # the exception goes to the log, not the peer
             raise
         else:
             ws.close(1000)

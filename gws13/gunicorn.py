@@ -16,6 +16,12 @@ a shutdown that tells every open WebSocket goodbye:
   ``min(graceful_timeout, close_timeout)`` (``close_timeout`` is the gws13
   parameter, 5 s by default) for the closing handshakes.
 
+Every request head has ``handshake_timeout`` seconds (the gws13 parameter, 10 s
+by default; see :class:`gws13.WebSocketHandler`); on a keep-alive connection
+the wait for the next request is bounded by gunicorn's ``keepalive`` setting
+too, as in gunicorn's own workers.  With TLS (``--certfile``), the TLS
+handshake counts as part of the first request head.
+
 gunicorn's stock ``gevent`` workers run :func:`gws13.websocket_app` too (see
 :func:`gws13.server.websocket_from_environ`), but their WebSockets only end
 when ``graceful_timeout`` runs out.
@@ -33,7 +39,7 @@ import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 from . import params as _params
-from .server import WebSocketHandler
+from .server import WebSocketHandler, WebSocketServer
 
 __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler"]
 
@@ -56,13 +62,34 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         finally:
             _idle.discard(self)
 
+    def _head_timeout(self, first: bool) -> float:
+        # gunicorn's ``keepalive`` bounds the wait for the next request on a
+        # keep-alive connection, as in its other workers (pywsgi alone ignores it)
+        seconds = super()._head_timeout(first)
+        if not first and _keepalive > 0:
+            return min(seconds, _keepalive) if seconds else _keepalive
+        return seconds
+
     def log_request(self) -> None:
         if self.response_headers is None:  # a 101 written by the WebSocket layer
             self.response_headers = []
+        if self.environ is None:
+            # a request head refused before it had an environ (400/414/431):
+            # gunicorn's access log needs one
+            address = self.client_address
+            self.environ = {"REQUEST_METHOD": self.command or "-", "RAW_URI": self.path or "-",
+                            "SERVER_PROTOCOL": self.request_version or "-",
+                            "REMOTE_ADDR": address[0] if isinstance(address, tuple) else "-"}
         super().log_request()
 
 
-class _Server(PyWSGIServer):
+# gunicorn's ``keepalive`` setting (seconds), set by the worker of this process
+_keepalive: float = 0
+
+
+class _Server(WebSocketServer, PyWSGIServer):
+    # WebSocketServer: with TLS (--certfile), the TLS handshake happens in the
+    # handler, under handshake_timeout and its quiet error handling
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _servers.add(self)
@@ -76,6 +103,11 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):
     wsgi_handler = GunicornWebSocketHandler
 
     _shutting_down = False
+
+    def init_process(self) -> None:
+        global _keepalive
+        _keepalive = self.cfg.keepalive
+        super().init_process()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: graceful stop within ``graceful_timeout``."""

@@ -46,8 +46,9 @@ def check_request(environ: Mapping) -> str:
     """Validate an upgrade request and return its ``Sec-WebSocket-Key``.
 
     Raises MissingUpgradeHeader (400) when Upgrade/Connection are missing,
-    InvalidHandshake (400) for a wrong method, HTTP version or key, and
-    UnsupportedVersion (426) when ``Sec-WebSocket-Version`` is not 13."""
+    InvalidHandshake (400) for a wrong method, HTTP version or key, or a
+    ``Host`` header missing, empty or repeated, and UnsupportedVersion (426)
+    when ``Sec-WebSocket-Version`` is not 13."""
     if not is_upgrade_request(environ):
         raise MissingUpgradeHeader("missing 'Upgrade: websocket' header")
     if "upgrade" not in header_tokens(environ.get("HTTP_CONNECTION")):
@@ -57,6 +58,14 @@ def check_request(environ: Mapping) -> str:
     proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
     if proto not in ("HTTP/1.1",) and not proto.startswith("HTTP/1.") or proto == "HTTP/1.0":
         raise InvalidHandshake("WebSocket handshake needs HTTP/1.1")
+    # RFC 6455 §4.2.1 and RFC 7230 §5.4: exactly one Host header.  WSGI servers
+    # (pywsgi, gunicorn) join repeated headers with "," in the environ, and no
+    # host name or address contains one.
+    host = environ.get("HTTP_HOST")
+    if host is None or not host.strip():
+        raise InvalidHandshake("missing Host header")
+    if "," in host:
+        raise InvalidHandshake("more than one Host header")
     version = environ.get("HTTP_SEC_WEBSOCKET_VERSION")
     if version is None:
         raise InvalidHandshake("missing Sec-WebSocket-Version header")

@@ -79,6 +79,8 @@ def _protocols(name: str, value: Any):
 _SPEC: Dict[str, Tuple[Any, Callable[[str, Any], Any]]] = {
     "ping_interval": (15, _seconds),
     "close_timeout": (5, _seconds),
+    # seconds a server connection has to send each request head (gws13.server)
+    "handshake_timeout": (10, _seconds),
     "connection_timeout": (58, _seconds),
     "accept_connection": (lambda origin: True, _callable),
     "access_denied": (_access_denied, _callable),

@@ -10,7 +10,9 @@ parameters (``accept_connection``, ``subprotocols``...) known.
 
 from __future__ import annotations
 
+import http.client
 import io
+import logging
 import socket
 import sys
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -27,10 +29,34 @@ from .exceptions import (AccessDenied, HandshakeError, UnexpectedError, Unsuppor
 from .handshake import check_request, is_upgrade_request, response_headers
 from .protocol import Protocol
 
-__all__ = ["WebSocketHandler", "negotiate", "error_response", "select_subprotocol",
-           "websocket_from_environ", "finish_response"]
+__all__ = ["WebSocketHandler", "WebSocketServer", "negotiate", "error_response", "select_subprotocol",
+           "websocket_from_environ", "finish_response", "MAX_REQUEST_LINE", "MAX_HEADER_BYTES",
+           "MAX_HEADERS"]
+
+#: Peers that go away (resets, broken pipes, timeouts) are logged here, at
+#: DEBUG, one line each: on the internet they are normal, not server errors.
+_log = logging.getLogger("gws13.server")
+
+#: Longest request line, CRLF included, that :class:`WebSocketHandler` reads
+#: (gevent.pywsgi's limit); a longer one is answered 414 and the connection closed.
+MAX_REQUEST_LINE = pywsgi.MAX_REQUEST_LINE - 1
+#: Largest header section (every header line with its CRLF, the empty line
+#: included); a larger one is answered 431 and the connection closed.
+MAX_HEADER_BYTES = 32768
+#: Most header lines: the parser pywsgi uses (http.client's) refuses a 100th;
+#: more are answered 431 and the connection closed.
+MAX_HEADERS = 99
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required", 500: "Internal Server Error"}
+
+
+#: The close reason (code 1011) a peer gets when the application raises after
+#: the upgrade: the exception itself goes to the server's log only.
+INTERNAL_ERROR = "internal error"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def error_response(exc: HandshakeError, start_response: Callable) -> List[bytes]:
@@ -101,6 +127,19 @@ def _track(server: Any, ws: WebSocket) -> None:
             closing = [gevent.spawn(w.close, 1001, "server shutting down") for w in list(registry)]
             original_close()
             gevent.joinall(closing, timeout=_params.parameters.close_timeout or 1)
+            # Peers that neither answered nor read: their close() may still be
+            # waiting (writing the close frame, then for the reply, each up to
+            # close_timeout).  The server is going away: drop them now, so that
+            # every descriptor is closed when close() (and stop()) returns.
+            dropped = list(registry)
+            for w in dropped:
+                w._drop()
+            if dropped:
+                # a descriptor that a greenlet still waits on (a blocked send)
+                # is closed by the hub once that wait is cancelled: let it run
+                # (bounded: a busy loop is seldom idle)
+                with gevent.Timeout(1, False):
+                    gevent.idle()
 
         server.close = close
     registry.add(ws)
@@ -112,12 +151,160 @@ def _untrack(server: Any, ws: WebSocket) -> None:
         registry.discard(ws)
 
 
+_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+                      b"Content-Length: 0\r\n\r\n")
+
+
+class _HeadTooLarge(ValueError):
+    """The request's header section is over MAX_HEADER_BYTES or MAX_HEADERS."""
+
+
+class _LimitedHead:
+    """The handler's read buffer as the header parser sees it: it stops the
+    header section at MAX_HEADER_BYTES (http.client alone would take 99 lines
+    of 64 KiB each)."""
+
+    __slots__ = ("_fp", "_left")
+
+    def __init__(self, fp: Any) -> None:
+        self._fp = fp
+        self._left = MAX_HEADER_BYTES
+
+    def readline(self, size: int = -1) -> bytes:
+        limit = self._left + 1
+        line = self._fp.readline(limit if size < 0 else min(size, limit))
+        self._left -= len(line)
+        if self._left < 0:
+            raise _HeadTooLarge(f"header section over {MAX_HEADER_BYTES} bytes")
+        return line
+
+
 class WebSocketHandler(WSGIHandler):
     """A ``gevent.pywsgi`` handler that upgrades WebSocket requests.
 
     Use it as ``WSGIServer(addr, app, handler_class=gws13.WebSocketHandler)``.
-    Ordinary requests are handled exactly as by ``WSGIHandler``.
+    Ordinary requests are handled as by ``WSGIHandler``, with these limits on
+    every request head, plain HTTP included:
+
+    * ``handshake_timeout`` (a gws13 parameter, 10 s by default, 0 disables):
+      a connection whose request head (request line and headers) is not
+      complete that many seconds after the handler starts waiting for it is
+      closed without an answer.  The wait for the next request on a
+      keep-alive connection counts: an idle connection is closed after it.
+      Request bodies are the application's to read, without this deadline.
+    * a request line longer than :data:`MAX_REQUEST_LINE` bytes gets 414, a
+      header section over :data:`MAX_HEADER_BYTES` bytes or
+      :data:`MAX_HEADERS` lines gets 431, any other malformed head 400; the
+      connection is closed after the answer.
+
+    Peers that reset the connection, stop mid-request or time out are logged
+    at DEBUG on the ``gws13.server`` logger, one line each, and never reach
+    the server's error log; errors of the application still do.
     """
+
+    _gws13_timer: Any = None  # gevent.Timeout for the request head being read
+    _gws13_heads = 0  # request heads read on this connection
+    _gws13_lost: Any = None  # the error of the last failed write on the connection
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except gevent.Timeout as exc:
+            if exc is not self._gws13_timer:
+                raise
+            _log.debug("%s: no request head within %s s: connection closed",
+                       self._peer(), exc.seconds)
+        except OSError as exc:
+            # only the answer to a bad request head gets here (pywsgi's handle
+            # writes it unguarded): the peer is gone
+            _log.debug("%s: connection lost: %s", self._peer(), _describe(exc))
+        finally:
+            self._gws13_timer = None
+
+    def _head_timeout(self, first: bool) -> float:
+        """Seconds allowed for the next request head (0: no limit); ``first``:
+        the connection's first request."""
+        return _params.parameters.handshake_timeout
+
+    def read_requestline(self) -> str:
+        seconds = self._head_timeout(not self._gws13_heads)
+        self._gws13_heads += 1
+        if seconds:
+            # a new one each time: a libev timer started again after a stop
+            # only runs for what was left of its time
+            timer = self._gws13_timer = gevent.Timeout(seconds)
+            timer.start()
+        try:
+            line = self.rfile.readline(pywsgi.MAX_REQUEST_LINE)
+        except OSError as exc:  # pywsgi then ends the connection without a word
+            _log.debug("%s: connection lost before a request line: %s", self._peer(), _describe(exc))
+            raise
+        if line[-1:] != b"\n" and len(line) < pywsgi.MAX_REQUEST_LINE:
+            if line:
+                _log.debug("%s: connection closed in the middle of the request line", self._peer())
+            return ""  # nothing to answer (pywsgi would parse the piece, and fail loudly)
+        return line.decode("latin-1")
+
+    def read_request(self, raw_requestline: str) -> bool:
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self._end_of_head()
+
+    def handle_one_request(self) -> Any:
+        try:
+            return super().handle_one_request()
+        finally:
+            self._end_of_head()  # also after a refused request line, or none
+
+    def _end_of_head(self) -> None:
+        timer = self._gws13_timer
+        if timer is not None:
+            timer.close()
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 (pywsgi's name)
+        headers = pywsgi.headers_factory(_LimitedHead(fp), *args)
+        if headers.defects:
+            # a line that is no header field: the parser would take it and
+            # every header after it for a body, and drop them silently
+            raise ValueError("malformed header line")
+        return headers
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        # pywsgi prints a traceback for anything but a ValueError (a reset while
+        # reading the headers, too many of them) and logs every bad request to
+        # the error log; then handle() writes the 400 on a possibly dead socket
+        if isinstance(ex, OSError) and not isinstance(ex, pywsgi._InvalidClientInput):
+            _log.debug("%s: connection lost in the request head: %s", self._peer(), _describe(ex))
+            self.close_connection = True
+            return None
+        if isinstance(ex, (_HeadTooLarge, http.client.HTTPException)):
+            _log.debug("%s: request header fields too large: %s", self._peer(), ex)
+            return ("431", _HEADERS_TOO_LARGE)
+        _log.debug("%s: bad request: %s", self._peer(),
+                   getattr(ex, "formatted_message", None) or str(ex) or type(ex).__name__)
+        return ("400", pywsgi._BAD_REQUEST_RESPONSE)
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            super()._sendall(data)
+        except OSError as exc:
+            self._gws13_lost = exc
+            raise
+
+    def handle_error(self, t: Any, v: Any, tb: Any) -> None:
+        # pywsgi ignores EPIPE and ECONNRESET from anywhere; any other error of
+        # a write to the peer (a TLS peer that vanished: SSLEOFError,
+        # ETIMEDOUT...) would be logged with a traceback.  Errors from the
+        # application's own sockets (a database...) are still logged.
+        if v is not None and v is self._gws13_lost:
+            _log.debug("%s: connection lost: %s", self._peer(), _describe(v))
+            self.close_connection = True
+            return
+        super().handle_error(t, v, tb)
+
+    def _peer(self) -> str:
+        return _format_address(self.client_address)
 
     def run_application(self) -> None:
         environ = self.environ
@@ -148,12 +335,13 @@ class WebSocketHandler(WSGIHandler):
             except BaseException as exc:
                 if not ws._accepted:
                     raise
-                # the socket is a WebSocket now: no HTTP 500 can be written to it
-                error = exc if isinstance(exc, WebSocketError) else UnexpectedError(repr(exc))
+                # the socket is a WebSocket now: no HTTP 500 can be written to it;
+                # the peer gets a fixed reason, the log the exception
+                error = exc if isinstance(exc, WebSocketError) else UnexpectedError(INTERNAL_ERROR)
                 ws.fail(error if not isinstance(exc, gevent.GreenletExit) else
                         WebSocketError("server shutting down", 1001))
                 if not isinstance(exc, (WebSocketError, gevent.GreenletExit)):
-                    self.server.loop.handle_error(self.environ, *sys.exc_info())
+                    self._log_error(*sys.exc_info())
                     return None
                 if isinstance(exc, gevent.GreenletExit):
                     raise
@@ -200,7 +388,8 @@ class WebSocketHandler(WSGIHandler):
             for data in error_response(exc, self.start_response):
                 self.write(data)
             raise AccessDenied(exc.reason, status=exc.status) from exc
-        pending = _take_buffered(self.rfile, self.socket)
+        rfile = self.rfile
+        pending = _take_buffered(rfile, self.socket)
         # the HTTP reader and its 8 KiB buffer would live as long as the connection
         self.rfile = None
         if getattr(self, "wsgi_input", None) is not None:
@@ -209,7 +398,18 @@ class WebSocketHandler(WSGIHandler):
             self.wsgi_input = _NO_INPUT
         if environ.get("wsgi.input") is not None and not isinstance(environ["wsgi.input"], io.BytesIO):
             environ["wsgi.input"] = io.BytesIO()
-        self.socket.sendall(head)
+        if rfile is not None:
+            # now, not when it is collected: while the reader is open, closing
+            # the socket leaves its descriptor open
+            try:
+                rfile.close()
+            except (OSError, ValueError):
+                pass
+        try:
+            self.socket.sendall(head)
+        except OSError as exc:
+            self._gws13_lost = exc
+            raise
         ws._acceptor = None
         # the parsed request headers (an email Message, ~1.3 KB) would live as
         # long as the connection; only an access log reads them again
@@ -219,6 +419,45 @@ class WebSocketHandler(WSGIHandler):
         self.close_connection = True
         ws._start(self.socket, proto, params, pending)
         _track(self.server, ws)
+
+
+class WebSocketServer(pywsgi.WSGIServer):
+    """``gevent.pywsgi.WSGIServer`` with :class:`WebSocketHandler` as its
+    default handler, and a TLS accept step that bad peers cannot hurt either.
+
+    With TLS (``keyfile``/``certfile`` or ``ssl_context``), the stock server
+    does the TLS handshake before any handler runs: without a deadline (a peer
+    that never sends its ClientHello holds the connection forever), and a peer
+    that breaks it off gets a traceback printed.  Here the handshake happens
+    in the handler's first read instead (``do_handshake_on_connect=False``
+    unless given), so ``handshake_timeout`` covers it, and a peer lost before
+    or during it is one DEBUG line on the ``gws13.server`` logger.  Without
+    TLS it is the stock server.
+    """
+
+    handler_class = WebSocketHandler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.ssl_args is not None:
+            self.ssl_args.setdefault("do_handshake_on_connect", False)
+
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+        try:
+            ssl_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as exc:  # e.g. reset between accept and wrap (ENOTCONN)
+            _log.debug("%s: connection lost before TLS: %s", _format_address(address), _describe(exc))
+            return None
+        try:
+            return self.handle(ssl_socket, address)
+        finally:
+            ssl_socket.close()
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address or "?")
 
 
 class _HeadersFromEnviron:

@@ -22,9 +22,10 @@ import gws13
 
 
 class RunningServer:
-    def __init__(self, app, handler_class=gws13.WebSocketHandler, **kwargs):
+    def __init__(self, app, handler_class=gws13.WebSocketHandler, server_class=pywsgi.WSGIServer, **kwargs):
         self.app = app
         self.handler_class = handler_class
+        self.server_class = server_class
         self.kwargs = kwargs
         self.port = None
         self.server = None
@@ -39,7 +40,7 @@ class RunningServer:
 
     def _run(self):
         self.hub = gevent.get_hub()
-        self.server = pywsgi.WSGIServer(("127.0.0.1", 0), self.app, handler_class=self.handler_class,
+        self.server = self.server_class(("127.0.0.1", 0), self.app, handler_class=self.handler_class,
                                         log=None, **self.kwargs)
         self.server.start()
         self.port = self.server.server_port

@@ -193,7 +193,7 @@ def test_negotiate_hook_in_the_server_module():
     from gws13.server import negotiate
     environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_UPGRADE": "websocket",
                "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_VERSION": "13",
-               "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+               "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==", "HTTP_HOST": "localhost",
                "HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate; client_max_window_bits"}
     head, proto, _, extensions = negotiate(environ, gws13.parameters.defaults())
     assert extensions == "permessage-deflate; server_max_window_bits=12"

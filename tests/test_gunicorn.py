@@ -95,7 +95,7 @@ class Gunicorn:
                          threading.Thread(target=self._read, args=(self.proc.stdout, self.access), daemon=True)]
         for reader in self._readers:
             reader.start()
-        port = self.wait_for(lambda: self._find(r"Listening at: http://127\.0\.0\.1:(\d+)"))
+        port = self.wait_for(lambda: self._find(r"Listening at: https?://127\.0\.0\.1:(\d+)"))
         self.port = int(port)
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http = f"http://127.0.0.1:{self.port}"
@@ -399,3 +399,103 @@ def test_example_config_serves_the_echo_example(gunicorn):
     elapsed, code = server.stop()
     assert ws.receive(timeout=TIMEOUT) is None and ws.close_code == 1001
     assert code == 0
+
+
+HOSTILE = textwrap.dedent('''
+    import gws13
+
+    gws13.parameters.handshake_timeout = 2
+
+    from wsapp import app  # noqa: E402
+''')
+
+SLOW_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _closed_within(sock, timeout):
+    import socket
+    import ssl
+
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_slowloris_and_idle_keepalive_against_the_worker(gunicorn, tmp_path, tls):
+    """The worker's pywsgi handler is gws13's: request heads have
+    handshake_timeout (2 s here), the wait for the next request on a keep-alive
+    connection gunicorn's --keep-alive (1 s), and with TLS the TLS handshake
+    is under the deadline too.  Meanwhile everyone else is served; nothing
+    reaches gunicorn's error log."""
+    import socket
+    import ssl
+
+    (tmp_path / "hostile.py").write_text(HOSTILE)
+    args = ["-k", WORKER, "--keep-alive", "1"]
+    context = None
+    if tls:
+        trustme = pytest.importorskip("trustme")
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+        args += ["--keyfile", str(tmp_path / "key.pem"), "--certfile", str(tmp_path / "cert.pem")]
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+    server = gunicorn(*args, spec="hostile:app", workers=1)
+
+    def connect(handshake=True):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        if tls and handshake:
+            sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+        return sock
+
+    def echo():
+        url = (f"wss://127.0.0.1:{server.port}/ws" if tls else server.url + "/ws")
+        ws = gws13.connect(url, ssl_context=context, timeout=TIMEOUT)
+        ws.send("served")
+        assert ws.receive(timeout=TIMEOUT) == "served"
+        ws.close()
+
+    echo()  # the worker is serving
+    began = time.monotonic()
+    slow = []
+    for _ in range(50):
+        sock = connect()
+        sock.sendall(SLOW_UPGRADE[:20])  # and never more
+        slow.append(sock)
+    silent = [connect(handshake=False) for _ in range(20)]  # with TLS: not even a ClientHello
+    idle = connect()
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.settimeout(TIMEOUT)
+    assert b"200 OK" in idle.recv(4096)
+    answered = time.monotonic()
+    started = time.monotonic()
+    echo()
+    assert time.monotonic() - started < 1
+    # the idle keep-alive connection goes after --keep-alive, the heads after handshake_timeout
+    assert _closed_within(idle, 3)
+    assert 0.9 <= time.monotonic() - answered < 1.9
+    for sock in slow + silent:
+        assert _closed_within(sock, 3)
+        sock.close()
+    assert 1.9 <= time.monotonic() - began < 4
+    idle.close()
+    # a bad request line: 400, in the access log, no traceback
+    bad = connect()
+    bad.sendall(b"BREW /pot HTTP/9.1\r\n\r\n")
+    bad.settimeout(TIMEOUT)
+    assert bad.recv(4096).startswith(b"HTTP/1.1 400")
+    bad.close()
+    server.wait_for(lambda: any('"BREW /pot HTTP/9.1"' in line and " 400 " in line for line in server.access))
+    elapsed, code = server.stop()
+    assert code == 0
+    assert_clean(server)

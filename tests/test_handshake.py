@@ -12,7 +12,7 @@ from conftest import RawClient, raw_connect, read_response_head
 GOOD = {
     "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_UPGRADE": "websocket",
     "HTTP_CONNECTION": "keep-alive, Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
-    "HTTP_SEC_WEBSOCKET_VERSION": "13",
+    "HTTP_SEC_WEBSOCKET_VERSION": "13", "HTTP_HOST": "example.com:8080",
 }
 
 
@@ -34,10 +34,14 @@ def test_valid_request_with_token_lists_and_any_case():
     ({"HTTP_SEC_WEBSOCKET_KEY": "c2hvcnQ="}, gws13.InvalidHandshake, 400),   # 5 bytes
     ({"HTTP_SEC_WEBSOCKET_KEY": ""}, gws13.InvalidHandshake, 400),
     ({"HTTP_SEC_WEBSOCKET_VERSION": "8"}, gws13.UnsupportedVersion, 426),
+    ({"HTTP_HOST": None}, gws13.InvalidHandshake, 400),
+    ({"HTTP_HOST": " "}, gws13.InvalidHandshake, 400),
+    ({"HTTP_HOST": "a.example,b.example"}, gws13.InvalidHandshake, 400),  # two, as WSGI joins them
 ])
 def test_invalid_requests(change, error, status):
+    env = {k: v for k, v in dict(GOOD, **change).items() if v is not None}
     with pytest.raises(error) as info:
-        check_request(dict(GOOD, **change))
+        check_request(env)
     assert info.value.status == status
     assert isinstance(info.value, gws13.HandshakeError)
 
@@ -158,4 +162,39 @@ def test_client_that_does_not_wait_for_the_101(serve):
     while not events:
         events = client.receive_data(sock.recv(4096))
     assert events[0].data == "early"
+    sock.close()
+
+
+UPGRADE = (b"GET / HTTP/1.1\r\n%sUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def host_app(environ, start_response):
+    """Both server paths: the handler's environ["wsgi.websocket"], and
+    with_websocket (which a stock handler serves through websocket_from_environ)."""
+    if environ["PATH_INFO"] == "/egg":
+        return gws13.with_websocket(environ, start_response, lambda ws: ws.send("hello"))
+    return echo_app(environ, start_response)
+
+
+@pytest.mark.parametrize("handler, path", [("gws13", "/"), ("gws13", "/egg"), ("stock", "/egg")])
+@pytest.mark.parametrize("hosts, status", [
+    ([], 400),
+    (["a.example", "b.example"], 400),
+    (["a.example", "a.example"], 400),
+    ([""], 400),
+    (["a.example:8080"], 101),
+], ids=["none", "two", "twice-the-same", "empty", "one"])
+def test_host_header_missing_or_repeated_is_400(serve, handler, path, hosts, status):
+    """RFC 6455 §4.2.1 / RFC 7230 §5.4: one Host header, neither none nor two."""
+    from gevent import pywsgi
+
+    srv = serve(host_app, handler_class=gws13.WebSocketHandler if handler == "gws13" else pywsgi.WSGIHandler)
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    head = b"".join(b"Host: %s\r\n" % h.encode() for h in hosts)
+    sock.sendall(UPGRADE.replace(b"GET / ", f"GET {path} ".encode()) % head)
+    got, headers, rest = read_response_head(sock)
+    assert got == status
+    if status == 400:
+        assert b"Host header" in rest or b"Host header" in sock.recv(4096)
     sock.close()
