@@ -49,6 +49,7 @@ connection is not kept alive by its timer.
 from __future__ import annotations
 
 import heapq
+import logging
 import socket
 import struct
 import sys
@@ -84,6 +85,19 @@ _buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictiona
 # Bytes of outgoing frames a connection may buffer before ``send`` blocks (until
 # a quarter of it is left).  Control frames never block.
 _params.define("write_limit", 1 << 16, _params._size)
+
+
+def _warn_blocking_tls() -> None:
+    global _warned_blocking_tls
+    if not _warned_blocking_tls:
+        _warned_blocking_tls = True
+        logging.getLogger("gws13.server").warning(
+            "a WebSocket runs on a blocking TLS socket of the standard library's ssl module: "
+            "one peer that stops reading will stop every connection of this process; give the "
+            "server a gevent.ssl.SSLContext (or monkey-patch ssl), or use gws13.WebSocketServer")
+
+
+_warned_blocking_tls = False
 
 
 def _read_buffer(hub) -> memoryview:
@@ -304,6 +318,8 @@ class WebSocket:
             self._io = io
             io.start(self._on_readable)
         else:
+            if sock.__class__.__module__ == "ssl" and sock.gettimeout() is None:
+                _warn_blocking_tls()
             self._raw = None
             self._resume = Event()
             self._resume.set()
@@ -632,8 +648,12 @@ class WebSocket:
             target = proto.payload_buffer() or view
             try:
                 n = sock.recv_into(target)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: the SSL socket was closed under us
                 n = 0
+            except Exception:
+                if not self._dropped:
+                    raise
+                return  # dropped while this greenlet read (as in _write_tls)
             if not n:
                 self._lost()
                 return
@@ -909,10 +929,16 @@ class WebSocket:
                 self._wprogress = self._loop.now()
                 if self._wwaiters and self._wsize <= self._wlimit >> 2:
                     self._wake_writers()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the SSL socket was closed under us
             self._writer = None
             self._lost()
             return
+        except Exception:
+            self._writer = None
+            if self._dropped:
+                return  # dropped while this greenlet wrote (gevent's SSL socket then has no SSL object)
+            self._drop()
+            raise
         except BaseException:
             self._writer = None
             self._drop()

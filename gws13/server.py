@@ -10,14 +10,17 @@ parameters (``accept_connection``, ``subprotocols``...) known.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import io
 import logging
 import socket
+import ssl
 import sys
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import gevent
+import gevent.ssl
 from gevent import pywsgi
 from gevent import socket as gsocket
 from gevent.pywsgi import WSGIHandler
@@ -441,6 +444,12 @@ class WebSocketServer(pywsgi.WSGIServer):
         super().__init__(*args, **kwargs)
         if self.ssl_args is not None:
             self.ssl_args.setdefault("do_handshake_on_connect", False)
+        context = kwargs.get("ssl_context")
+        if context is not None and not isinstance(context, gevent.ssl.SSLContext):
+            # The standard library's context makes the standard library's
+            # sockets: blocking, so one peer that stops reading would stop the
+            # whole server.  gevent's socket takes any context.
+            self.wrap_socket = functools.partial(_cooperative_tls, context)
 
     def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
         try:
@@ -452,6 +461,10 @@ class WebSocketServer(pywsgi.WSGIServer):
             return self.handle(ssl_socket, address)
         finally:
             ssl_socket.close()
+
+
+def _cooperative_tls(context: ssl.SSLContext, sock: Any, **kwargs: Any) -> Any:
+    return gevent.ssl.SSLSocket(sock=sock, _context=context, **kwargs)
 
 
 def _format_address(address: Any) -> str:

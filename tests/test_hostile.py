@@ -26,11 +26,15 @@ def tls_contexts():
 
     import trustme
     ca = trustme.CA()
+    import gevent.ssl
+    cert = ca.issue_cert("127.0.0.1", "localhost")
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    cert.configure_cert(server)
+    gevent_server = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(gevent_server)
     client = ssl.create_default_context()
     ca.configure_trust(client)
-    return server, client
+    return server, client, gevent_server
 
 
 def wait_for(predicate, timeout=10.0):
@@ -58,7 +62,7 @@ def _only_websocket(srv):
     return next(iter(srv.server._gws13_websockets))
 
 
-@pytest.mark.parametrize("tls", [False])
+@pytest.mark.parametrize("tls", [None, "gevent context", "stdlib context"])
 def test_a_stalled_reader_gets_whole_frames_and_the_send_raises_at_the_deadline(serve, tls, request):
     # The peer stops reading while the handler pushes and pongs are owed, and
     # never comes back: connection_timeout fails the stalled writer, the close
@@ -75,8 +79,13 @@ def test_a_stalled_reader_gets_whole_frames_and_the_send_raises_at_the_deadline(
 
     kwargs = {}
     if tls:
-        ssl_ctx, client_ctx = request.getfixturevalue("tls_contexts")
-        kwargs["ssl_context"] = ssl_ctx
+        ssl_ctx, client_ctx, gevent_ctx = request.getfixturevalue("tls_contexts")
+        if tls == "gevent context":
+            # the stock server: only gevent's context gives cooperative sockets
+            kwargs["ssl_context"] = gevent_ctx
+        else:
+            # the standard library's context: WebSocketServer still makes them
+            kwargs.update(ssl_context=ssl_ctx, server_class=gws13.server.WebSocketServer)
     srv = serve(lambda e, s: gws13.with_websocket(e, s, proc, connection_timeout=1, close_timeout=0.5,
                                                   ping_interval=0), **kwargs)
     if tls:
@@ -89,6 +98,11 @@ def test_a_stalled_reader_gets_whole_frames_and_the_send_raises_at_the_deadline(
         sock = raw.sock
         for _ in range(50):
             sock.sendall(_masked(OP_PING, b"q"))
+    if tls:
+        # the server thread's hub still runs other work while this peer stalls
+        alive = queue.Queue()
+        srv.call(alive.put, "hub runs")
+        assert alive.get(timeout=5) == "hub runs"
     kind, elapsed = out.get(timeout=10)
     assert kind == "closed" and elapsed < 1 + 0.5 + 1.5
     ws = _only_websocket(srv) if srv.server._gws13_websockets else None

@@ -536,9 +536,7 @@ def test_an_application_error_closes_1011_with_a_fixed_reason(start, capfd, mode
         assert (close.code, close.reason) == (1011, "internal error")
         client.close()
     else:
-        # close_timeout: see below, the TLS race can leave the client waiting for the end
-        ws = gws13.connect(f"wss://127.0.0.1:{server.port}{path}", ssl_context=client_context,
-                           close_timeout=0.5)
+        ws = gws13.connect(f"wss://127.0.0.1:{server.port}{path}", ssl_context=client_context)
         ws.send("go")
         assert ws.receive(timeout=5) is None
         assert (ws.close_code, ws.close_reason) == (1011, "internal error")
@@ -547,10 +545,8 @@ def test_an_application_error_closes_1011_with_a_fixed_reason(start, capfd, mode
     # the exception and its traceback went to the server's log, once
     err = capfd.readouterr().err
     assert err.count("Boom: secret internals of the app") == 1 and err.count("failed with Boom") == 1, err
-    if mode == "plain":
-        # and nothing else (over TLS, gws13/connection.py's lingering close
-        # still races its reader greenlet: a separate issue)
-        assert err.count("Traceback") == 1, err
+    # and nothing else, over TLS too
+    assert err.count("Traceback") == 1, err
 
 
 # -- 5. stop() under unresponsive clients --------------------------------------
