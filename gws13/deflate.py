@@ -228,7 +228,7 @@ class PerMessageDeflate:
         except zlib.error as exc:
             raise ProtocolError(f"invalid compressed data ({exc})") from None
         if len(out) > max_length:
-            raise MessageTooLarge("decompressed message exceeds max_message_size")
+            raise MessageTooLarge(f"decompressed data exceed the limit of {max_length} bytes")
         if decompressor.eof and decompressor.unused_data and decompressor.unused_data != _TAIL:
             raise ProtocolError("compressed data after the end of the deflate stream")
         return out
