@@ -49,7 +49,7 @@ setup(
     python_requires=">=3.9",
     install_requires=["gevent>=24"],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "requests", "websocket-client", "websockets", "trustme",
+        "test": ["pytest", "pytest-timeout", "hypothesis", "requests", "websocket-client", "websockets", "trustme",
                  "flask", "bottle", "gunicorn", "redis", "playwright"],
         "flask": ["flask"],
         "bottle": ["bottle"],

@@ -448,18 +448,22 @@ class Protocol:
         the message), within both limits."""
         frame_room = self.max_frame_size - self._inflated
         message_room = self.max_message_size - self._size
-        try:
-            if chunk is None:
-                out = self.deflate.finish(min(frame_room, message_room))
-            else:
-                self._wire += len(chunk)
-                out = self.deflate.decompress(chunk, min(frame_room, message_room))
-        except MessageTooLarge:
+        room = frame_room if frame_room < message_room else message_room
+        if chunk is not None:
+            self._wire += len(chunk)
+        out = self.deflate.inflate(chunk, room)
+        if len(out) > room:
+            # the allowed part is checked first: the error reported is the one
+            # at the earliest byte, however the data were split
+            if self._decoder is not None:
+                try:
+                    self._decoder.decode(out[:room])
+                except UnicodeDecodeError:
+                    raise InvalidData("text message is not valid UTF-8") from None
             if frame_room < message_room:
                 raise MessageTooLarge(f"compressed frame inflates to more than max_frame_size "
-                                      f"{self.max_frame_size}") from None
-            raise MessageTooLarge(f"decompressed message exceeds max_message_size "
-                                  f"{self.max_message_size}") from None
+                                      f"{self.max_frame_size}")
+            raise MessageTooLarge(f"decompressed message exceeds max_message_size {self.max_message_size}")
         self._inflated += len(out)
         return out
 
