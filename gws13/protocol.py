@@ -131,7 +131,7 @@ class Protocol:
         header.  A compressed frame's limit is on what it inflates to: it is
         refused from its header when its length exceeds the most deflate
         makes of ``max_frame_size`` bytes (``_deflate_bound``: about
-        ``n + n/8 + n/128 + 64``, zlib's worst case), else as soon as
+        ``1.13 n + 64``, zlib's worst case), else as soon as
         inflating it gives more than ``max_frame_size`` bytes.
     ``max_message_size``
         bytes of a message's data, all fragments together, after
@@ -353,6 +353,10 @@ class Protocol:
                 raise ProtocolError("continuation frame without a message to continue")
             if rsv:
                 raise ReservedBitsNotSupported("reserved bits set on a continuation frame")
+            # (checked here, not for every frame: the single-frame path pays nothing)
+            if self._frames >= self.max_message_size + _SPARE_FRAMES:
+                raise MessageTooLarge(f"message of more than {self._frames} frames (max_message_size "
+                                      f"{self.max_message_size} + {_SPARE_FRAMES})")
         elif opcode == OP_TEXT or opcode == OP_BINARY:
             if self._op is not None:
                 raise ProtocolError("new message started before the previous one finished")
@@ -369,9 +373,6 @@ class Protocol:
             if length > _deflate_bound(self.max_frame_size):
                 raise MessageTooLarge(f"compressed frame of {length} bytes is longer than deflate makes "
                                       f"of max_frame_size {self.max_frame_size} bytes")
-        if opcode == OP_CONT and self._frames >= self.max_message_size + _SPARE_FRAMES:
-            raise MessageTooLarge(f"message of more than {self._frames} frames (max_message_size "
-                                  f"{self.max_message_size} + {_SPARE_FRAMES})")
         if compressed:
             if (self._wire + length > _deflate_bound(self.max_message_size)
                     + _FRAME_DEFLATE_SLACK * self._frames):
