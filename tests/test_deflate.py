@@ -556,6 +556,41 @@ def test_compressed_message_of_empty_deflate_blocks_ends():
     assert [e.data for e in p.receive_data(data)] == [b"x" * 1000]
 
 
+@pytest.mark.parametrize("limit", ["max_frame_size", "max_message_size"])
+@pytest.mark.parametrize("step", [None, 4096])
+def test_a_small_frame_inflating_past_a_limit_is_refused_without_inflating_it(limit, step):
+    # 64 MiB of zeros in ~64 KB of deflate: refused with 1009 once inflating passes
+    # the limit (256 KiB), with no more than about the limit ever allocated
+    bomb = zero_bomb(64 * 2 ** 20)[:-4]
+    if limit == "max_frame_size":
+        p = server_proto(max_frame_size=256 * 1024, max_message_size=2 ** 30)
+        data = client_frame(OP_BINARY, bomb, rsv1=True)
+    else:
+        p = server_proto(max_frame_size=2 ** 30, max_message_size=256 * 1024)
+        # the bomb in frames that are each small on the wire (one deflate stream)
+        pieces = [bomb[i:i + 8192] for i in range(0, len(bomb), 8192)]
+        data = b"".join(client_frame(OP_BINARY if i == 0 else OP_CONT, piece, fin=i == len(pieces) - 1,
+                                     rsv1=i == 0) for i, piece in enumerate(pieces))
+    assert len(data) < 100 * 1024
+    mv = memoryview(data)
+    tracemalloc.start()
+    try:
+        if step is None:
+            events = p.receive_data(mv)
+        else:
+            events = []
+            for i in range(0, len(data), step):
+                events += p.receive_data(mv[i:i + step])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert events == []
+    assert isinstance(p.failure, gws13.MessageTooLarge) and p.close_code == 1009
+    assert f"{limit} {256 * 1024}" in p.failure.reason
+    # the allowed 256 KiB (and the joined message it would be), the frame's bytes: not 64 MiB
+    assert peak < 2 * 256 * 1024 + 2 * len(data) + 64 * 1024, peak
+
+
 def test_send_message_compression_choices():
     p = server_proto()
     big = words(100)
@@ -717,12 +752,17 @@ def test_max_message_size_is_about_the_decompressed_size(serve):
 
 
 
-def test_websockets_client_sends_an_incompressible_message_of_about_max_frame_size(serve):
+@pytest.mark.parametrize("max_frame_size", [None, 2 * 2 ** 20])
+def test_websockets_client_sends_an_incompressible_message_of_about_max_frame_size(serve, max_frame_size):
     # deflate makes the frame ~2.5 KB longer than its 1 MiB - 8 bytes of data: the
-    # default max_frame_size (1 MiB) is about the data and lets it through
+    # default max_frame_size (1 MiB) is about the data and lets it through (it was
+    # closed with 1009 "frame of 1051129 bytes exceeds max_frame_size")
+    limits = {"max_message_size": 2 * 2 ** 20}
+    if max_frame_size is not None:
+        limits["max_frame_size"] = max_frame_size
+
     def app(environ, start_response):
-        return gws13.with_websocket(environ, start_response, lambda ws: [ws.send(m) for m in ws],
-                                    max_message_size=2 * 2 ** 20)
+        return gws13.with_websocket(environ, start_response, lambda ws: [ws.send(m) for m in ws], **limits)
     srv = serve(app)
     message = os.urandom(2 ** 20 - 8)
     with websockets_connect(srv.url, open_timeout=5, compression="deflate", max_size=2 * 2 ** 20) as ws:
