@@ -52,7 +52,7 @@ setup(
         # flask-socketio, python-socketio[client] and gevent-websocket: tests/test_socketio.py
         # (engine.io hands its WebSockets to environ["wsgi.websocket"] only when
         # gevent-websocket is importable)
-        "test": ["pytest", "pytest-timeout", "requests", "websocket-client", "websockets", "trustme",
+        "test": ["pytest", "pytest-timeout", "hypothesis", "requests", "websocket-client", "websockets", "trustme",
                  "flask", "bottle", "gunicorn", "redis", "playwright",
                  "flask-socketio", "python-socketio[client]", "gevent-websocket"],
         "flask": ["flask"],

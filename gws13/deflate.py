@@ -187,6 +187,7 @@ class PerMessageDeflate:
         self._recv_wbits = -max(recv_bits, 9)
         self._compressor: Any = None
         self._decompressor: Any = None
+        self._trailer = b""  # what followed the end of the peer's deflate stream, in this message
 
     # -- outgoing --------------------------------------------------------------
     def _new_compressor(self) -> Any:
@@ -210,42 +211,68 @@ class PerMessageDeflate:
         return out or b"\x00"
 
     # -- incoming --------------------------------------------------------------
-    def _inflate(self, data: bytes, max_length: int) -> bytes:
+    def _after_end(self, data: bytes) -> None:
+        """Data after the end of the deflate stream (a BFINAL block) inside the
+        message: only the ``00 00 ff ff`` tail may follow it, however split."""
+        trailer = self._trailer + data
+        if not _TAIL.startswith(trailer):
+            raise ProtocolError("compressed data after the end of the deflate stream")
+        self._trailer = trailer
+
+    def inflate(self, chunk: Optional[bytes], max_length: int) -> bytes:
+        """Inflate part of a compressed message's payload (any split, even
+        inside a frame), or with ``chunk`` None end the message (feed the
+        ``00 00 ff ff`` tail and forget the context if the peer does not keep it).
+
+        Returns at most ``max_length + 1`` bytes: more than ``max_length`` means
+        the output exceeds the limit (zlib stops there, so no more is ever
+        allocated); the caller decides what to do with the allowed part.
+        Raises ProtocolError for data that is not valid deflate."""
         decompressor = self._decompressor
         if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(self._recv_wbits)
+            self._trailer = b""
+        if chunk is None:
+            if decompressor.eof:
+                out = b""
+                if self._trailer not in (b"", _TAIL):
+                    raise ProtocolError("compressed data after the end of the deflate stream")
+            else:
+                out = self._inflate(decompressor, _TAIL, max_length)
+            if self._recv_reset or decompressor.eof:
+                self._decompressor = None
+            return out
         if decompressor.eof:
-            # the peer ended the deflate stream (a BFINAL block) inside the message
-            if data and data != _TAIL:
-                raise ProtocolError("compressed data after the end of the deflate stream")
+            self._after_end(chunk)
             return b""
+        return self._inflate(decompressor, chunk, max_length)
+
+    def _inflate(self, decompressor: Any, data: bytes, max_length: int) -> bytes:
         if max_length < 0:
             max_length = 0
         try:
-            # one byte more than allowed tells "too large" from "exactly the limit";
-            # zlib stops there, so at most max_length + 1 bytes are ever produced
+            # one byte more than allowed tells "too large" from "exactly the limit"
             out = decompressor.decompress(data, min(max_length + 1, sys.maxsize))
         except zlib.error as exc:
             raise ProtocolError(f"invalid compressed data ({exc})") from None
-        if len(out) > max_length:
-            raise MessageTooLarge("decompressed message exceeds max_message_size")
-        if decompressor.eof and decompressor.unused_data and decompressor.unused_data != _TAIL:
-            raise ProtocolError("compressed data after the end of the deflate stream")
+        if decompressor.eof and decompressor.unused_data:
+            self._after_end(decompressor.unused_data)
         return out
 
     def decompress(self, chunk: bytes, max_length: int) -> bytes:
-        """Inflate part of a compressed message's payload (any split, even
-        inside a frame).  Raises MessageTooLarge when the output would exceed
-        ``max_length`` bytes, ProtocolError for data that is not valid deflate."""
-        return self._inflate(chunk, max_length)
+        """:meth:`inflate` that raises MessageTooLarge when the output would
+        exceed ``max_length`` bytes."""
+        out = self.inflate(chunk, max_length)
+        if len(out) > max_length:
+            raise MessageTooLarge(f"decompressed data exceed the limit of {max_length} bytes")
+        return out
 
     def finish(self, max_length: int) -> bytes:
-        """End a compressed message: feed the ``00 00 ff ff`` tail, return the
-        rest of the output, and forget the context if the peer does not keep it."""
-        out = self._inflate(_TAIL, max_length)
-        decompressor = self._decompressor
-        if self._recv_reset or (decompressor is not None and decompressor.eof):
-            self._decompressor = None
+        """End a compressed message (:meth:`inflate` with None); raises
+        MessageTooLarge when the rest of the output exceeds ``max_length`` bytes."""
+        out = self.inflate(None, max_length)
+        if len(out) > max_length:
+            raise MessageTooLarge(f"decompressed data exceed the limit of {max_length} bytes")
         return out
 
     # -- description -----------------------------------------------------------

@@ -24,6 +24,17 @@ __all__ = ["State", "Message", "Ping", "Pong", "Close", "Event", "Protocol"]
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _JOIN = 1 << 14  # payloads below this are joined to their header: one write, one copy
+# Pieces of a fragmented message shorter than this are merged with the piece
+# before them, so that a message costs about its size whatever its
+# fragmentation (one object and one list slot per 1-byte fragment cost ~130
+# bytes a byte); longer pieces are kept as they are and joined once at the end.
+_COALESCE = 1024
+# A fragmented message may have at most max_message_size + _SPARE_FRAMES frames
+# (see the Protocol docstring).
+_SPARE_FRAMES = 128
+# Bytes of compressed data a frame may add, beyond _deflate_bound of the
+# message's limit, for its share of flush markers and block headers.
+_FRAME_DEFLATE_SLACK = 16
 # unmasked headers of whole text and binary frames of 0-125 bytes, by opcode
 _SMALL_HEADERS = {op: [bytes((0x80 | op, n)) for n in range(126)] for op in (OP_TEXT, OP_BINARY)}
 
@@ -82,6 +93,18 @@ class Close:
 Event = Union[Message, Ping, Pong, Close]
 
 
+def _deflate_bound(n: int) -> int:
+    """The most bytes of deflate data a compressor makes of ``n`` bytes.
+
+    zlib's own worst case (``deflateBound()`` for non-default settings: fixed
+    Huffman codes with 9-bit literals, about 13.7%, as zlib emits when a small
+    window rules out stored blocks; stored blocks cost at most about 4%), plus
+    64 bytes for block headers and the flush marker.  No deflate stream a
+    real compressor writes for ``n`` bytes is longer, so a compressed frame
+    longer than this is refused from its header."""
+    return n + (n >> 3) + (n >> 8) + (n >> 9) + 64
+
+
 def _whole(text: bool, payload: bytes) -> Union[str, bytes]:
     """The data of one unfragmented, uncompressed frame."""
     if text:
@@ -97,8 +120,33 @@ class Protocol:
 
     ``client`` selects the side (clients mask their frames and require unmasked
     ones).  ``deflate`` is a negotiated permessage-deflate object (see
-    :mod:`gws13.deflate`) or None.  Limits are inclusive and apply to incoming
-    data only.
+    :mod:`gws13.deflate`) or None.
+
+    Limits are inclusive, apply to incoming data only, and are about the
+    application's data: a breach fails the connection with
+    :class:`~gws13.MessageTooLarge` (close code 1009).
+
+    ``max_frame_size``
+        bytes of data in one frame.  An uncompressed frame is refused from its
+        header.  A compressed frame's limit is on what it inflates to: it is
+        refused from its header when its length exceeds the most deflate
+        makes of ``max_frame_size`` bytes (``_deflate_bound``: about
+        ``1.13 n + 64``, zlib's worst case), else as soon as
+        inflating it gives more than ``max_frame_size`` bytes.
+    ``max_message_size``
+        bytes of a message's data, all fragments together, after
+        decompression.  Uncompressed, the header of the frame that would
+        exceed it is refused; compressed, inflating stops one byte past it.
+        A compressed message is also refused once its compressed data
+        exceed ``_deflate_bound(max_message_size)`` plus 16 bytes a frame.
+    fragments
+        a message may have at most ``max_message_size + 128`` frames: as many
+        as it could have if every fragment carried one byte, plus 128 empty
+        ones.  So a message costs at most about its size to receive, however
+        it is fragmented, and an endless stream of empty fragments ends.
+
+    A fragmented message is reassembled in memory of about its size: small
+    fragments are merged as they arrive.
 
     After a violation :attr:`failure` holds the error (its ``code`` is the close
     code) and further input is ignored: the caller should send
@@ -107,7 +155,8 @@ class Protocol:
 
     __slots__ = ("client", "max_frame_size", "max_message_size", "deflate", "close_sent",
                  "close_received", "eof", "close_code", "close_reason", "failure", "_buf", "_op",
-                 "_compressed", "_parts", "_size", "_decoder", "_frame")
+                 "_compressed", "_parts", "_size", "_decoder", "_frame", "_frames", "_wire",
+                 "_inflated")
 
     def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
                  max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
@@ -127,7 +176,10 @@ class Protocol:
         self._op: Optional[int] = None
         self._compressed = False
         self._parts: list = []
-        self._size = 0
+        self._size = 0          # its data so far (decompressed)
+        self._frames = 0        # its frames so far
+        self._wire = 0          # its compressed data so far
+        self._inflated = 0      # what the current compressed frame inflated to so far
         self._decoder: Any = None
         # a data frame whose payload is still arriving: [opcode, fin, rsv, mask,
         # remaining, offset, payload, view]; for a whole binary message read in
@@ -175,8 +227,8 @@ class Protocol:
             except WebSocketError as exc:
                 self._fail(exc)
                 return events
-            if pos < len(mv):
-                buf += mv[pos:]
+            if pos < len(mv) and not self.close_received:
+                buf += mv[pos:]  # (nothing after a close frame is read: not kept)
             return events
         buf += data
         mv = memoryview(buf)
@@ -188,7 +240,10 @@ class Protocol:
             pos = len(buf)
         finally:
             mv.release()
-        del buf[:pos]
+        if self.close_received:
+            buf.clear()
+        else:
+            del buf[:pos]
         return events
 
     def payload_buffer(self) -> Optional[memoryview]:
@@ -298,6 +353,10 @@ class Protocol:
                 raise ProtocolError("continuation frame without a message to continue")
             if rsv:
                 raise ReservedBitsNotSupported("reserved bits set on a continuation frame")
+            # (checked here, not for every frame: the single-frame path pays nothing)
+            if self._frames >= self.max_message_size + _SPARE_FRAMES:
+                raise MessageTooLarge(f"message of more than {self._frames} frames (max_message_size "
+                                      f"{self.max_message_size} + {_SPARE_FRAMES})")
         elif opcode == OP_TEXT or opcode == OP_BINARY:
             if self._op is not None:
                 raise ProtocolError("new message started before the previous one finished")
@@ -305,10 +364,21 @@ class Protocol:
                 raise ReservedBitsNotSupported("reserved bits set without a negotiated extension")
         else:
             raise ProtocolError(f"unknown opcode {opcode:#x}")
-        if length > self.max_frame_size:
-            raise MessageTooLarge(f"frame of {length} bytes exceeds max_frame_size {self.max_frame_size}")
         compressed = self._compressed if opcode == OP_CONT else rsv
-        if not compressed and self._size + length > self.max_message_size:
+        if length > self.max_frame_size:
+            # a compressed frame's limit is on its data: refused here only when
+            # no compressor makes that many bytes of max_frame_size bytes
+            if not compressed:
+                raise MessageTooLarge(f"frame of {length} bytes exceeds max_frame_size {self.max_frame_size}")
+            if length > _deflate_bound(self.max_frame_size):
+                raise MessageTooLarge(f"compressed frame of {length} bytes is longer than deflate makes "
+                                      f"of max_frame_size {self.max_frame_size} bytes")
+        if compressed:
+            if (self._wire + length > _deflate_bound(self.max_message_size)
+                    + _FRAME_DEFLATE_SLACK * self._frames):
+                raise MessageTooLarge(f"compressed message exceeds the most deflate makes of "
+                                      f"max_message_size {self.max_message_size}")
+        elif self._size + length > self.max_message_size:
             raise MessageTooLarge(f"message exceeds max_message_size {self.max_message_size}")
 
     def _start(self, opcode: int, rsv: int) -> None:
@@ -316,6 +386,9 @@ class Protocol:
         self._compressed = bool(rsv)
         self._parts = []
         self._size = 0
+        self._frames = 1
+        self._wire = 0
+        self._inflated = 0
         self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
 
     def _on_data(self, opcode: int, b0: int, payload: bytes, emit) -> None:
@@ -325,6 +398,9 @@ class Protocol:
                 emit(_whole(opcode == OP_TEXT, payload))  # a whole message in one frame
                 return
             self._start(opcode, rsv)
+        else:
+            self._frames += 1
+            self._inflated = 0
         self._feed(payload)
         if b0 & 0x80:
             self._finish(emit)
@@ -351,8 +427,12 @@ class Protocol:
             chunk = apply_mask(chunk, mask[k:] + mask[:k])
         else:
             chunk = bytes(chunk)
-        if offset == 0 and opcode != OP_CONT:
-            self._start(opcode, rsv)
+        if offset == 0:
+            if opcode != OP_CONT:
+                self._start(opcode, rsv)
+            else:
+                self._frames += 1
+                self._inflated = 0
         self._feed(chunk)
         remaining -= take
         if remaining:
@@ -364,9 +444,36 @@ class Protocol:
                 self._finish(emit)
         return pos + take
 
-    def _feed(self, chunk: bytes) -> None:
+    def _inflate(self, chunk: Optional[bytes]) -> bytes:
+        """Inflate a piece of the current compressed frame (None: the end of
+        the message), within both limits."""
+        frame_room = self.max_frame_size - self._inflated
+        message_room = self.max_message_size - self._size
+        room = frame_room if frame_room < message_room else message_room
+        if chunk is not None:
+            self._wire += len(chunk)
+        out = self.deflate.inflate(chunk, room)
+        if len(out) > room:
+            # the allowed part is checked first: the error reported is the one
+            # at the earliest byte, however the data were split
+            if self._decoder is not None:
+                try:
+                    self._decoder.decode(out[:room])
+                except UnicodeDecodeError:
+                    raise InvalidData("text message is not valid UTF-8") from None
+            if frame_room < message_room:
+                raise MessageTooLarge(f"compressed frame inflates to more than max_frame_size "
+                                      f"{self.max_frame_size}")
+            raise MessageTooLarge(f"decompressed message exceeds max_message_size {self.max_message_size}")
+        self._inflated += len(out)
+        return out
+
+    def _feed(self, chunk: Optional[bytes]) -> None:
+        """Add a piece of the message's payload (None: the end of a compressed message)."""
         if self._compressed:
-            chunk = self.deflate.decompress(chunk, self.max_message_size - self._size)
+            chunk = self._inflate(chunk)
+        elif chunk is None:
+            return
         self._size += len(chunk)
         if self._size > self.max_message_size:
             raise MessageTooLarge(f"message exceeds max_message_size {self.max_message_size}")
@@ -375,15 +482,27 @@ class Protocol:
                 chunk = self._decoder.decode(chunk)
             except UnicodeDecodeError:
                 raise InvalidData("text message is not valid UTF-8") from None
-        if chunk:
-            self._parts.append(chunk)
+        if not chunk:
+            return
+        parts = self._parts
+        if parts and len(chunk) < _COALESCE:
+            # a small piece: merge it with a small piece before it
+            last = parts[-1]
+            if last.__class__ is bytearray:
+                last += chunk
+                return
+            if len(last) < _COALESCE:
+                # binary grows one bytearray in place; text is copied, at most
+                # _COALESCE characters a piece
+                parts[-1] = last + chunk if self._decoder is not None else bytearray(last) + chunk
+                return
+        parts.append(chunk)
 
     def _finish(self, emit) -> None:
         if self._compressed:
             # the end of the deflate stream: plain inflater output from here on
-            tail = self.deflate.finish(self.max_message_size - self._size)
+            self._feed(None)
             self._compressed = False
-            self._feed(tail)
         if self._decoder is not None:
             try:
                 self._decoder.decode(b"", True)
@@ -391,11 +510,14 @@ class Protocol:
                 raise InvalidData("text message ends inside a UTF-8 sequence") from None
             data: Union[str, bytes] = "".join(self._parts)
         else:
+            # bytes, also from a bytearray piece; a single bytes piece is not copied
             data = b"".join(self._parts)
         self._op = None
         self._compressed = False
         self._parts = []
         self._size = 0
+        self._frames = 0
+        self._wire = 0
         self._decoder = None
         emit(data)
 

@@ -5,6 +5,7 @@ and ``gws13.connect``."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import socket
 import time
@@ -463,6 +464,133 @@ def test_rsv1_without_negotiation_is_refused():
     assert p.failure is not None and p.failure.code == 1002
 
 
+
+# -- limits on compressed frames: about the data, not the wire ---------------------
+
+def deflate_frames(pieces, wbits: int = -15, mem_level: int = 8, strategy: int = zlib.Z_DEFAULT_STRATEGY):
+    """One message compressed with a sync flush after each piece: one payload per piece
+    (the last without the ``00 00 ff ff`` tail)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, wbits, mem_level, strategy)
+    out = [z.compress(piece) + z.flush(zlib.Z_SYNC_FLUSH) for piece in pieces]
+    out[-1] = out[-1][:-4]
+    return out
+
+
+def test_incompressible_frame_longer_on_the_wire_than_max_frame_size_is_read():
+    # deflate makes 1000 random bytes longer: the frame's 1000 bytes of data are within the limit
+    p = server_proto(max_frame_size=1000, max_message_size=1000)
+    data = random.Random(1).randbytes(1000)
+    (payload,) = deflate_frames([data])
+    assert len(payload) > 1000
+    assert [e.data for e in p.receive_data(client_frame(OP_BINARY, payload, rsv1=True))] == [data]
+    # zlib's worst case: a 512-byte window rules out stored blocks, fixed codes
+    # spend 9 bits on bytes 144-255 (12.5% more)
+    high = bytes(144 + b % 112 for b in random.Random(2).randbytes(1000))
+    (payload,) = deflate_frames([high], wbits=-9, mem_level=4, strategy=zlib.Z_FIXED)
+    assert len(payload) > 1100
+    assert [e.data for e in p.receive_data(client_frame(OP_BINARY, payload, rsv1=True))] == [high]
+    assert p.failure is None
+
+
+@pytest.mark.parametrize("continuation", [False, True])
+def test_compressed_frame_longer_than_deflate_makes_of_max_frame_size_is_refused_from_its_header(continuation):
+    from gws13.protocol import _deflate_bound
+    bound = _deflate_bound(1000)
+    assert 1125 < bound < 1200
+    head = b""
+    if continuation:
+        head = client_frame(OP_BINARY, deflate_frames([b"a", b""])[0], fin=False, rsv1=True)
+    op = OP_CONT if continuation else OP_BINARY
+    rsv = 0 if continuation else 0x40
+    p = server_proto(max_frame_size=1000, max_message_size=10 ** 6)
+    assert p.receive_data(head + bytes([op | rsv, 0x80 | 126]) + bound.to_bytes(2, "big")) == []
+    assert p.failure is None                            # may still inflate to 1000 bytes
+    p = server_proto(max_frame_size=1000, max_message_size=10 ** 6)
+    p.receive_data(head + bytes([op | rsv, 0x80 | 126]) + (bound + 1).to_bytes(2, "big"))
+    assert isinstance(p.failure, gws13.MessageTooLarge) and p.failure.code == 1009
+    assert "max_frame_size 1000" in p.failure.reason
+
+
+@pytest.mark.parametrize("step", [7, 100, 10 ** 6])
+def test_compressed_frame_inflating_beyond_max_frame_size_is_refused(step):
+    # 5000 bytes of data in a 30-byte frame: max_frame_size is about the data
+    p = server_proto(max_frame_size=1000, max_message_size=10 ** 6)
+    data = client_frame(OP_BINARY, deflate_raw(bytes(5000)), rsv1=True)
+    for i in range(0, len(data), step):
+        p.receive_data(data[i:i + step])
+    assert isinstance(p.failure, gws13.MessageTooLarge) and p.failure.code == 1009
+    assert "max_frame_size 1000" in p.failure.reason
+    # each frame of a fragmented message on its own: 3 x 800 bytes are fine
+    p = server_proto(max_frame_size=1000, max_message_size=10 ** 6)
+    pieces = [bytes([65 + i]) * 800 for i in range(3)]
+    payloads = deflate_frames(pieces)
+    data = (client_frame(OP_TEXT, payloads[0], fin=False, rsv1=True)
+            + client_frame(OP_CONT, payloads[1], fin=False) + client_frame(OP_CONT, payloads[2]))
+    events = []
+    for i in range(0, len(data), step):
+        events += p.receive_data(data[i:i + step])
+    assert [e.data for e in events] == [b"".join(pieces).decode()] and p.failure is None
+    # the message limit still counts them all
+    p = server_proto(max_frame_size=1000, max_message_size=2000)
+    p.receive_data(data)
+    assert p.failure is not None and "max_message_size 2000" in p.failure.reason
+
+
+def test_compressed_message_of_empty_deflate_blocks_ends():
+    # empty stored blocks inflate to nothing: the message's compressed data is bounded too
+    empty_blocks = b"\x00\x00\x00\xff\xff" * 200
+    p = server_proto(max_frame_size=1000, max_message_size=1000)
+    p.receive_data(client_frame(OP_BINARY, empty_blocks, fin=False, rsv1=True))
+    sent = 1
+    while p.failure is None and sent < 1000:
+        p.receive_data(client_frame(OP_CONT, empty_blocks, fin=False))
+        sent += 1
+    assert isinstance(p.failure, gws13.MessageTooLarge) and p.failure.code == 1009
+    assert sent == 2                                    # 2000 bytes > 1000 + 1000/8 + 64 + ...
+    # a legitimate message with a flush after each of many small fragments is read
+    p = server_proto(max_frame_size=1000, max_message_size=1000)
+    payloads = deflate_frames([b"x"] * 1000)
+    data = client_frame(OP_BINARY, payloads[0], fin=False, rsv1=True)
+    data += b"".join(client_frame(OP_CONT, x, fin=False) for x in payloads[1:-1])
+    data += client_frame(OP_CONT, payloads[-1])
+    assert [e.data for e in p.receive_data(data)] == [b"x" * 1000]
+
+
+@pytest.mark.parametrize("limit", ["max_frame_size", "max_message_size"])
+@pytest.mark.parametrize("step", [None, 4096])
+def test_a_small_frame_inflating_past_a_limit_is_refused_without_inflating_it(limit, step):
+    # 64 MiB of zeros in ~64 KB of deflate: refused with 1009 once inflating passes
+    # the limit (256 KiB), with no more than about the limit ever allocated
+    bomb = zero_bomb(64 * 2 ** 20)[:-4]
+    if limit == "max_frame_size":
+        p = server_proto(max_frame_size=256 * 1024, max_message_size=2 ** 30)
+        data = client_frame(OP_BINARY, bomb, rsv1=True)
+    else:
+        p = server_proto(max_frame_size=2 ** 30, max_message_size=256 * 1024)
+        # the bomb in frames that are each small on the wire (one deflate stream)
+        pieces = [bomb[i:i + 8192] for i in range(0, len(bomb), 8192)]
+        data = b"".join(client_frame(OP_BINARY if i == 0 else OP_CONT, piece, fin=i == len(pieces) - 1,
+                                     rsv1=i == 0) for i, piece in enumerate(pieces))
+    assert len(data) < 100 * 1024
+    mv = memoryview(data)
+    tracemalloc.start()
+    try:
+        if step is None:
+            events = p.receive_data(mv)
+        else:
+            events = []
+            for i in range(0, len(data), step):
+                events += p.receive_data(mv[i:i + step])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert events == []
+    assert isinstance(p.failure, gws13.MessageTooLarge) and p.close_code == 1009
+    assert f"{limit} {256 * 1024}" in p.failure.reason
+    # the allowed 256 KiB (and the joined message it would be), the frame's bytes: not 64 MiB
+    assert peak < 2 * 256 * 1024 + 2 * len(data) + 64 * 1024, peak
+
+
 def test_send_message_compression_choices():
     p = server_proto()
     big = words(100)
@@ -613,12 +741,36 @@ def test_a_fragmented_bomb_is_closed_with_1009(serve):
 def test_max_message_size_is_about_the_decompressed_size(serve):
     def app(environ, start_response):
         return gws13.with_websocket(environ, start_response, lambda ws: [ws.send(m) for m in ws],
-                                    max_message_size=4 * 2 ** 20)
+                                    max_message_size=4 * 2 ** 20, max_frame_size=4 * 2 ** 20)
     srv = serve(app)
-    big = bytes(3 * 2 ** 20)    # compresses to ~3 KB, inflates under the raised limit
+    # compresses to ~3 KB, inflates under the raised limits (max_frame_size too:
+    # the client sends it as one frame, and a frame's limit is on its data)
+    big = bytes(3 * 2 ** 20)
     with websockets_connect(srv.url, open_timeout=5, max_size=None) as ws:
         ws.send(big)
         assert ws.recv() == big
+
+
+
+@pytest.mark.parametrize("max_frame_size", [None, 2 * 2 ** 20])
+def test_websockets_client_sends_an_incompressible_message_of_about_max_frame_size(serve, max_frame_size):
+    # deflate makes the frame ~2.5 KB longer than its 1 MiB - 8 bytes of data: the
+    # default max_frame_size (1 MiB) is about the data and lets it through (it was
+    # closed with 1009 "frame of 1051129 bytes exceeds max_frame_size")
+    limits = {"max_message_size": 2 * 2 ** 20}
+    if max_frame_size is not None:
+        limits["max_frame_size"] = max_frame_size
+
+    def app(environ, start_response):
+        return gws13.with_websocket(environ, start_response, lambda ws: [ws.send(m) for m in ws], **limits)
+    srv = serve(app)
+    message = os.urandom(2 ** 20 - 8)
+    with websockets_connect(srv.url, open_timeout=5, compression="deflate", max_size=2 * 2 ** 20) as ws:
+        assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+        ws.send(message)
+        assert ws.recv(timeout=10) == message
+        ws.send(message[:2 ** 20 // 2])
+        assert ws.recv(timeout=10) == message[:2 ** 20 // 2]
 
 
 def test_gws13_client_to_gws13_server(serve):
