@@ -221,3 +221,52 @@ def test_closed_connections_are_freed_at_once(serve, compression):
         return all(ref() is None for ref in refs)
 
     assert wait_for(freed, 5), sum(ref() is not None for ref in refs)
+
+
+def _greenlets():
+    import greenlet
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
+
+
+def test_a_ping_flood_that_never_reads_costs_one_pong_and_no_greenlet(serve):
+    # The server's send buffer is tiny, so pongs back up at once; the peer
+    # floods pings without reading.  Only the answer to the latest ping may
+    # wait (RFC 6455 5.5.3): the buffer stays at one pong, no greenlet is
+    # spawned, reading goes on, and what finally reaches the peer is whole
+    # pongs in order, ending with the answer to its last ping.
+    seen, got = queue.Queue(), queue.Queue()
+
+    def app(environ, start_response):
+        ws = environ["wsgi.websocket"]
+        ws.send("ready")  # the upgrade
+        ws._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        seen.put(ws)
+        for message in ws:
+            got.put(message)
+        return []
+
+    srv = serve(app)
+    # (the client's receive buffer is left as it is: the server's small send
+    # buffer fills anyway, and a tiny receive window on loopback stalls the
+    # client's own sending)
+    client = RawClient(srv.port)
+    assert client.next_event().data == "ready"
+    ws = seen.get(timeout=5)
+    before = _greenlets()
+    pings = 100000
+    frames = b"".join(_masked(OP_PING, b"%08d" % i + b"p" * 117) for i in range(pings))
+    client.sock.sendall(frames)  # the server reads it all: it never stops reading for pongs
+    client.send_frame(OP_TEXT, b"after the flood")
+    assert got.get(timeout=10) == "after the flood"
+    assert ws.buffered_amount <= 125 + 2, ws.buffered_amount  # at most one pong waits
+    assert _greenlets() <= before + 1
+    payloads = []
+    while not payloads or payloads[-1] != b"%08d" % (pings - 1) + b"p" * 117:
+        event = client.next_event(10)
+        assert isinstance(event, Pong), event
+        payloads.append(event.payload)
+    assert payloads == sorted(payloads) and len(payloads) < pings  # later answers replaced earlier ones
+    client.send_frame(OP_PING, b"still answered")
+    assert client.next_event(5).payload == b"still answered"
+    client.close()
