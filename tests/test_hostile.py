@@ -72,6 +72,10 @@ def test_a_stalled_reader_gets_whole_frames_and_the_send_raises_at_the_deadline(
     def proc(ws):
         start = time.monotonic()
         try:
+            ws.send(b"d" * 1000)
+            # a small kernel buffer: what is queued there when the connection is
+            # dropped still reaches the client, quickly, to be checked below
+            ws._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             while True:
                 ws.send(b"d" * 1000)
         except gws13.ConnectionClosed:
@@ -107,6 +111,25 @@ def test_a_stalled_reader_gets_whole_frames_and_the_send_raises_at_the_deadline(
     assert kind == "closed" and elapsed < 1 + 0.5 + 1.5
     ws = _only_websocket(srv) if srv.server._gws13_websockets else None
     assert ws is None or wait_for(lambda: ws._dropped, 2)
+    # Now read what did reach us: whole frames (data, pongs, at most a close),
+    # and if the connection ended inside a frame, nothing after that frame
+    if tls:
+        proto, events = Protocol(client=True, max_frame_size=2 ** 20, max_message_size=2 ** 30), []
+    else:  # what came with the handshake's answer is in the raw client's parser
+        proto, events = raw.proto, list(raw.events)
+    sock.settimeout(5)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        events += proto.receive_data(data)
+        assert proto.failure is None, proto.failure
+    assert events and all(isinstance(e, (Message, Pong, Close)) for e in events), events[-3:]
+    assert all(e.data == b"d" * 1000 for e in events if isinstance(e, Message))
+    assert sum(isinstance(e, Close) for e in events) <= 1
     sock.close()
 
 
