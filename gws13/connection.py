@@ -666,7 +666,10 @@ class WebSocket:
             if now != stamp:
                 stamp, turn = now, time.perf_counter()
             elif time.perf_counter() - turn > _READ_SLOW:
-                gevent.sleep(0)
+                # a timer, not sleep(0): the loop must poll the other sockets
+                # before this greenlet reads again (with sleep(0) a flood of
+                # tiny frames held the loop 116 ms)
+                gevent.sleep(0.0001)
                 stamp, turn = loop.now(), time.perf_counter()
 
     def _data_received(self, data) -> None:

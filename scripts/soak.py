@@ -118,8 +118,13 @@ def serve(args: argparse.Namespace) -> None:
             pass  # a refused or dropped peer: nothing to echo any more
         return []
 
-    server = pywsgi.WSGIServer(("127.0.0.1", 0), app, handler_class=gws13.WebSocketHandler,
-                               log=None, backlog=2048)
+    if args.certfile:
+        from gws13.server import WebSocketServer
+        server = WebSocketServer(("127.0.0.1", 0), app, log=None, backlog=2048,
+                                 keyfile=args.keyfile, certfile=args.certfile)
+    else:
+        server = pywsgi.WSGIServer(("127.0.0.1", 0), app, handler_class=gws13.WebSocketHandler,
+                                   log=None, backlog=2048)
     stopping = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     server.start()
@@ -136,17 +141,22 @@ class Server:
 
     logs: list = []
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, tls: bool = False) -> None:
+        self.tls = _tls_client_context() if tls else None
+        if tls:
+            extra += ("--keyfile", _TLS["keyfile"], "--certfile", _TLS["certfile"])
         self.log = tempfile.NamedTemporaryFile(prefix="gws13-soak-", suffix=".log", delete=False)
         Server.logs.append(self.log.name)
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", *extra],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.port = int(self.proc.stdout.readline())
-        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.url = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}/"
 
     def stats(self, reset: bool = False) -> dict:
         from gevent import socket
         s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        if self.tls is not None:
+            s = self.tls.wrap_socket(s, server_hostname="127.0.0.1")
         s.sendall(b"GET /stats%s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
                   % (b"?reset" if reset else b""))
         data = b""
@@ -174,7 +184,29 @@ def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
     return encode_header(opcode, len(payload), fin, False, key) + apply_mask(payload, key)
 
 
-def raw_handshake(port: int, rcvbuf: int = 0, timeout: float = 30):
+_TLS: dict = {}
+
+
+def _tls_client_context():
+    """A gevent client context trusting a test CA whose certificate the TLS server uses."""
+    import gevent.ssl
+    if not _TLS:
+        import trustme
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        folder = tempfile.mkdtemp(prefix="gws13-soak-tls-")
+        _TLS["keyfile"], _TLS["certfile"] = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+        cert.private_key_pem.write_to_path(_TLS["keyfile"])
+        with open(_TLS["certfile"], "wb") as f:
+            for blob in cert.cert_chain_pems:
+                f.write(blob.bytes())
+        _TLS["ca"] = ca
+    context = gevent.ssl.create_default_context()
+    _TLS["ca"].configure_trust(context)
+    return context
+
+
+def raw_handshake(port: int, rcvbuf: int = 0, timeout: float = 30, tls=None):
     """A raw upgraded socket (gevent) and the bytes read past the 101 head."""
     from gevent import socket
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -182,6 +214,8 @@ def raw_handshake(port: int, rcvbuf: int = 0, timeout: float = 30):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(timeout)
     s.connect(("127.0.0.1", port))
+    if tls is not None:
+        s = tls.wrap_socket(s, server_hostname="127.0.0.1")
     key = base64.b64encode(os.urandom(16))
     s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (port, key))
@@ -200,13 +234,13 @@ def raw_handshake(port: int, rcvbuf: int = 0, timeout: float = 30):
 class Echoers:
     """n gws13 clients doing echo round trips (one every 10 ms each) until stopped."""
 
-    def __init__(self, url: str, n: int = 5) -> None:
+    def __init__(self, url: str, n: int = 5, tls=None) -> None:
         import gevent
         import gws13
         self.rtts: list = []
         self.errors: list = []
         self.running = True
-        self.sockets = [gws13.connect(url, compression=None) for _ in range(n)]
+        self.sockets = [gws13.connect(url, compression=None, ssl_context=tls) for _ in range(n)]
         self.greenlets = [gevent.spawn(self._run, ws) for ws in self.sockets]
 
     def _run(self, ws) -> None:
@@ -216,8 +250,9 @@ class Echoers:
             while self.running:
                 t = time.perf_counter()
                 ws.send(msg)
-                if ws.receive(timeout=30) != msg:
-                    raise RuntimeError("bad echo")
+                got = ws.receive(timeout=30)
+                if got != msg:
+                    raise RuntimeError(f"bad echo: {got!r:.40} (close {ws.close_code} {ws.close_reason!r})")
                 self.rtts.append(time.perf_counter() - t)
                 gevent.sleep(0.01)
         except Exception as exc:  # reported in the table
@@ -341,8 +376,9 @@ def s2_cycles(srv: Server, compression: bool, n: int = 20000, workers: int = 8) 
             try:
                 ws = gws13.connect(srv.url, compression=comp)
                 ws.send(msg)
-                if ws.receive(timeout=30) != msg:
-                    raise RuntimeError("bad echo")
+                got = ws.receive(timeout=30)
+                if got != msg:
+                    raise RuntimeError(f"bad echo: {got!r:.40} (close {ws.close_code} {ws.close_reason!r})")
                 if compression and not ws.extensions:
                     raise RuntimeError("permessage-deflate not negotiated")
                 ws.close()
@@ -373,11 +409,11 @@ def s2_cycles(srv: Server, compression: bool, n: int = 20000, workers: int = 8) 
 def s3_fragment_flood(srv: Server) -> None:
     import gevent
     from gws13.frames import OP_BINARY, OP_CONT
-    echo = Echoers(srv.url)
+    echo = Echoers(srv.url, tls=srv.tls)
     gevent.sleep(0.5)
     before = srv.stats(reset=True)
     echo.reset()
-    sock, rest = raw_handshake(srv.port, timeout=60)
+    sock, rest = raw_handshake(srv.port, timeout=60, tls=srv.tls)
     out: dict = {}
     rd = gevent.spawn(reader, sock, rest, out)
     one = frame(OP_CONT, b"y", fin=False)
@@ -385,19 +421,21 @@ def s3_fragment_flood(srv: Server) -> None:
     t = time.perf_counter()
     try:
         sendall_chunks(sock, data, 65536, lambda: "close" in out)
+        out["sent_at"] = time.perf_counter()
     except OSError as exc:
         out.setdefault("send_error", repr(exc))
     deadline = time.monotonic() + 60
     while not out.get("messages") and "close" not in out and not rd.dead and time.monotonic() < deadline:
         gevent.sleep(0.05)
     took = time.perf_counter() - t
+    sent_in = out.get("sent_at", t) - t
     gevent.sleep(0.2)
     echo.stop()
     p99, mx, n = echo.figures()
     after = srv.stats()
     msgs = out.get("messages", [])
     if msgs and msgs[0] == b"y" * MiB:
-        outcome = f"echoed whole after {took:.1f} s"
+        outcome = f"echoed whole after {took:.1f} s (sent in {sent_in:.1f} s)"
     elif "close" in out:
         outcome = f"refused with {out['close']} after {took:.1f} s"
     else:
@@ -406,12 +444,16 @@ def s3_fragment_flood(srv: Server) -> None:
     rd.kill()
     peak = (after["VmHWM"] - before["VmHWM"]) / MiB
     name = "3 fragment flood (1 MiB as 1,048,576 one-byte fragments)"
+    if srv.tls is not None:
+        name = "7 fragment flood over TLS (WebSocketServer, the reader greenlet)"
     row(name, "outcome", outcome, "echoed or 1009", outcome.startswith("echoed") or "1009" in outcome)
     row(name, "server peak RSS growth (VmHWM, fresh process)", f"{peak:+.1f} MiB", "< +8 MiB", peak < 8)
     row(name, "largest event-loop stall", f"{after['max_stall'] * 1000:.1f} ms", "< 50 ms",
         after["max_stall"] < 0.05)
     row(name, f"5 echo clients, {n} round trips: p99 / max", f"{p99:.1f} / {mx:.1f} ms", "max < 50 ms",
         mx < 50 and not echo.errors)
+    if echo.errors:
+        row(name, "echo client errors", "; ".join(echo.errors[:3]), "none", False)
 
 
 def s4_empty_fragments(srv: Server, limit: int = 3_000_000) -> None:
@@ -544,7 +586,11 @@ def main(argv=None) -> int:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--handshake-timeout", type=float)
     parser.add_argument("--close-timeout", type=float)
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="scenarios to run, e.g. 1,3")
+    parser.add_argument("--keyfile", help=argparse.SUPPRESS)
+    parser.add_argument("--certfile", help=argparse.SUPPRESS)
+    parser.add_argument("--only", default="1,2,3,4,5,6",
+                        help="scenarios to run, e.g. 1,3; 7 (scenario 3 over TLS) is not in the default run: "
+                             "it fails its targets today")
     parser.add_argument("--cycles", type=int, default=20000, help="cycles of scenario 2, each way")
     args = parser.parse_args(argv)
     if args.serve:
@@ -570,6 +616,10 @@ def main(argv=None) -> int:
                 s3_fragment_flood(srv)
             if "4" in only:
                 s4_empty_fragments(srv)
+        if "7" in only:
+            srv = Server(tls=True)  # fresh, for VmHWM
+            servers.append(srv)
+            s3_fragment_flood(srv)
         if "5" in only:
             s5_stop()
         if "6" in only:
