@@ -84,6 +84,26 @@ def serve():
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def ca():
+    """A test certificate authority (trustme)."""
+    import trustme
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def cert_files(ca, tmp_path_factory):
+    """keyfile and certfile for 127.0.0.1 and localhost, signed by ``ca``."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    keyfile, certfile = folder / "key.pem", folder / "cert.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    with open(certfile, "wb") as f:
+        for blob in cert.cert_chain_pems:
+            f.write(blob.bytes())
+    return str(keyfile), str(certfile)
+
+
 @pytest.fixture(autouse=True)
 def _reset_parameters():
     yield

@@ -25,7 +25,7 @@ import gws13
 from gws13.server import MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_LINE, WebSocketServer
 from conftest import RawClient, read_response_head
 
-trustme = pytest.importorskip("trustme")
+pytest.importorskip("trustme")  # the ca and cert_files fixtures (conftest)
 
 # gevent's keyfile/certfile path builds its context with the deprecated PROTOCOL_TLS
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprecated:DeprecationWarning")
@@ -63,23 +63,6 @@ class ErrorLog:
 
     def flush(self):
         pass
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def cert_files(ca, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    keyfile, certfile = folder / "key.pem", folder / "cert.pem"
-    cert.private_key_pem.write_to_path(str(keyfile))
-    with open(certfile, "wb") as f:
-        for blob in cert.cert_chain_pems:
-            f.write(blob.bytes())
-    return str(keyfile), str(certfile)
 
 
 @pytest.fixture(scope="module")

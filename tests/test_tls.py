@@ -15,7 +15,7 @@ from gevent import pywsgi
 import gws13
 from conftest import echo_from_greenlets
 
-trustme = pytest.importorskip("trustme")
+pytest.importorskip("trustme")  # the ca and cert_files fixtures (conftest)
 ws_client = pytest.importorskip("websockets.sync.client")
 
 # gevent's keyfile/certfile path builds its context with the deprecated PROTOCOL_TLS
@@ -23,24 +23,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprecated:D
 
 TIMEOUT = 5
 HANDLERS = {"gws13-handler": gws13.WebSocketHandler, "stock-handler": pywsgi.WSGIHandler}
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def cert_files(ca, tmp_path_factory):
-    """keyfile and certfile for 127.0.0.1 and localhost."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    keyfile, certfile = folder / "key.pem", folder / "cert.pem"
-    cert.private_key_pem.write_to_path(str(keyfile))
-    with open(certfile, "wb") as f:
-        for blob in cert.cert_chain_pems:
-            f.write(blob.bytes())
-    return str(keyfile), str(certfile)
 
 
 @pytest.fixture
