@@ -293,13 +293,7 @@ class Parameters:
     def __getattribute__(self, name: str) -> Any:
         # parameters first, without the failed instance lookup __getattr__ would cost
         if name in _SPEC:
-            tree = getattr(getcurrent(), _TREE, None)
-            node = tree.get(_KEY) if tree.__class__ is dict else None
-            while node is not None:
-                layer, node = node
-                if name in layer:
-                    return layer[name]
-            return _defaults[name]
+            return _lookup(name)
         return object.__getattribute__(self, name)
 
     def __getattr__(self, name: str) -> Any:
