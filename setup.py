@@ -16,7 +16,10 @@ from setuptools.command.build_ext import build_ext
 try:  # setuptools >= 70.1 has its own; before that it came with the wheel package
     from setuptools.command.bdist_wheel import bdist_wheel
 except ImportError:  # pragma: no cover
-    from wheel.bdist_wheel import bdist_wheel
+    try:
+        from wheel.bdist_wheel import bdist_wheel
+    except ImportError:  # an old setuptools without wheel: `setup.py build_ext --inplace` still works
+        bdist_wheel = None
 
 NO_EXTENSIONS = bool(os.environ.get("GWS13_NO_EXTENSIONS"))
 
@@ -55,7 +58,7 @@ class optional_build_ext(build_ext):
                  "`python -m gws13` says which path an install uses."])
 
 
-class wheel_pure_without_extension(bdist_wheel):
+class wheel_pure_without_extension(bdist_wheel or object):
     """A wheel whose extension failed to build holds no compiled code: tag it
     py3-none-any instead of cpXY-cpXY-<platform>."""
 
@@ -76,7 +79,7 @@ if NO_EXTENSIONS:
 else:
     ext_modules.append(Extension("gws13._speedups", ["gws13/_speedups.c"], optional=True))
 
-setup(
-    ext_modules=ext_modules,
-    cmdclass={"build_ext": optional_build_ext, "bdist_wheel": wheel_pure_without_extension},
-)
+cmdclass = {"build_ext": optional_build_ext}
+if bdist_wheel is not None:
+    cmdclass["bdist_wheel"] = wheel_pure_without_extension
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
