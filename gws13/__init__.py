@@ -43,7 +43,7 @@ def _accelerator() -> "tuple[bool, str]":
         reason = f"the C extension gws13._speedups is there but does not load: {exc}"
         warnings.warn(f"gws13 runs in pure Python: {reason}", RuntimeWarning, stacklevel=3)
         return False, reason
-    if frames.apply_mask is not getattr(module, "apply_mask", None) or frames.scan_small is None:
+    if frames.apply_mask is not getattr(module, "apply_mask", None) or getattr(frames, "scan_small") is None:
         return False, (f"the C extension {module.__file__} lacks functions this gws13 needs "
                        "(left from another version? reinstall gws13)")
     return True, f"the C extension gws13._speedups is loaded ({module.__file__})"
