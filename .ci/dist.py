@@ -26,7 +26,8 @@ SDIST_MUST_HAVE = [
     "LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "setup.py", "tox.ini", "MANIFEST.in",
     "gws13/__init__.py", "gws13/__main__.py", "gws13/_speedups.c", "gws13/py.typed",
     "tests/conftest.py", "tests/test_packaging.py", "examples/echo.py", "examples/chat.py",
-    "scripts/autobahn.py", "benchmarks/results.json",
+    "scripts/autobahn.py", "benchmarks/results.json", "docs/conf.py", "docs/index.md",
+    "docs/_ext/gws13_params.py", "tests/test_docs.py",
 ]
 WHEEL_MUST_HAVE = ["gws13/__init__.py", "gws13/__main__.py", "gws13/py.typed"]
 
