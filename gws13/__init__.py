@@ -22,6 +22,44 @@ from .wsgi import websocket_app
 
 __version__ = "0.1.0"
 
+
+def _accelerator() -> "tuple[bool, str]":
+    # gws13.frames decides: it imports the C functions from gws13._speedups and
+    # falls back to pure Python on any ImportError (GWS13_NO_EXTENSIONS only acts
+    # at build time, by not building the extension).  Say which path it took, and why.
+    import importlib
+    import warnings
+
+    from . import frames
+
+    try:
+        module = importlib.import_module("gws13._speedups")
+    except ModuleNotFoundError as exc:
+        if exc.name != "gws13._speedups":
+            raise
+        return False, ("the C extension gws13._speedups is not installed: it was built without a C "
+                       "compiler or Python headers, or with GWS13_NO_EXTENSIONS=1 (pure Python, slower)")
+    except ImportError as exc:  # built, but this interpreter cannot load it
+        reason = f"the C extension gws13._speedups is there but does not load: {exc}"
+        warnings.warn(f"gws13 runs in pure Python: {reason}", RuntimeWarning, stacklevel=3)
+        return False, reason
+    if frames.apply_mask is not getattr(module, "apply_mask", None) or getattr(frames, "scan_small") is None:
+        return False, (f"the C extension {module.__file__} lacks functions this gws13 needs "
+                       "(left from another version? reinstall gws13)")
+    return True, f"the C extension gws13._speedups is loaded ({module.__file__})"
+
+
+#: True when the C accelerator (``gws13._speedups``: unmasking, small-frame
+#: parsing, large reads straight into the message) is in use, False when gws13
+#: runs in pure Python; :data:`accelerator_reason` says why.  ``python -m gws13``
+#: prints both.
+accelerated: bool
+#: Why :data:`accelerated` is what it is: where the extension was loaded from,
+#: or why it is not in use (not built, or built but failing to load).
+accelerator_reason: str
+accelerated, accelerator_reason = _accelerator()
+del _accelerator
+
 __all__ = [
     "WebSocketHandler", "WebSocket", "PendingPing", "connect", "websocket_app",
     "with_websocket", "with_concurrent_websocket", "receive_message", "send_message",

@@ -8,6 +8,19 @@
 #include <emmintrin.h>
 #endif
 
+/* Python 3.9 compatibility (gws13 supports 3.9-3.13): Py_NewRef is new in 3.10.
+ * Without this the module compiles with an implicit declaration and then fails
+ * to import ("undefined symbol: Py_NewRef"). */
+#if PY_VERSION_HEX < 0x030A0000 && !defined(Py_NewRef)
+static inline PyObject *
+gws13_Py_NewRef(PyObject *obj)
+{
+    Py_INCREF(obj);
+    return obj;
+}
+#define Py_NewRef(obj) gws13_Py_NewRef((PyObject *)(obj))
+#endif
+
 static void
 xor_mask(unsigned char *o, const unsigned char *in, Py_ssize_t n, const unsigned char *m)
 {
