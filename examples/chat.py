@@ -3,7 +3,8 @@
     python examples/chat.py [--host 127.0.0.1] [--port 8000] [--redis redis://127.0.0.1:6379/0]
 
 Open http://127.0.0.1:8000 in two browser tabs: every message typed in one
-appears in all of them.  The page is served at ``/``, the WebSocket lives at
+appears in all of them (``--port 0`` takes any free port: the first line
+printed says which).  The page is served at ``/``, the WebSocket lives at
 ``/ws``, ``/stats`` reports the open connections as JSON and ``/metrics`` the
 hub's counters as text; with :mod:`gws13.dashboard` installed, the live
 dashboard is at ``/dashboard/``.  Restart the server and the page reconnects
@@ -197,7 +198,7 @@ def main(argv=None):
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stop.set)
     via = " (rooms shared through Redis)" if args.redis else ""
-    print(f"gws13 chat on http://{args.host}:{args.port}/{via}", flush=True)
+    print(f"gws13 chat on http://{args.host}:{server.server_port}/{via}", flush=True)
     stop.wait()
     server.stop()  # says 1001 "going away" to every open page, which then reconnects
     hub.close()  # with Redis: sends what was published first
