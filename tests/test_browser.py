@@ -1,5 +1,8 @@
 """The chat demo (examples/chat.py) in a real browser: headless Chromium driven by
-Playwright, against the demo running as its own process on an ephemeral port.
+Playwright, against the demo running as its own process on an ephemeral port:
+two pages chatting with no console errors, a server restart on the same port
+(the page reconnects with back-off, input disabled meanwhile), offline, and a
+long word wrapping.
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` and PyPI
 ``playwright`` (never ``playwright install``: the system Chromium is used via
@@ -253,7 +256,9 @@ def test_the_page_reconnects_when_the_server_restarts(chat_process, browser_cont
     # at least one attempt failed while nothing listened (and was retried)
     wait_until(lambda: any(WS_FAILED.match(p) for p in problems), what="a failed reconnect attempt",
                page=page)
-    sync_api.expect(status).to_have_text(re.compile(r"^reconnecting in \d+ s$"))
+    # and the wait grows: from 0.25-0.5 s for the first retry to 2-4 s for the fourth
+    sync_api.expect(status).to_have_text(re.compile(r"^reconnecting in ([2-9]|10) s$"), timeout=TIMEOUT_MS)
+    sync_api.expect(box).to_be_disabled()
 
     # the same port again: the page is back on its own, as a new guest
     chat_process.start()
@@ -295,4 +300,25 @@ def test_a_long_word_wraps_instead_of_widening_the_page(chat_server, browser_con
         assert scroll <= client, (what, widths)
     # 500 characters in a 40em column: several lines (the joined notice is one)
     assert widths["height"] >= 4 * widths["one_line"], widths
+    assert side["problems"] == []
+
+
+def test_offline_the_page_says_disconnected_and_reconnects_when_back_online(chat_process,
+                                                                             browser_context):
+    side = open_chat(browser_context, chat_process.base)
+    page = side["page"]
+    status, box = page.locator("#status"), page.locator("#msg")
+    box.fill("kept")
+    # with no network the page does not count down: it waits for the browser's
+    # "online" event.  (Chromium's offline emulation leaves an open WebSocket
+    # alone: the server restarting ends it meanwhile.)
+    browser_context.set_offline(True)
+    chat_process.stop()
+    sync_api.expect(status).to_have_text("disconnected")
+    sync_api.expect(box).to_be_disabled()
+    chat_process.start()
+    browser_context.set_offline(False)
+    sync_api.expect(status).to_have_text("connected")
+    sync_api.expect(box).to_be_enabled()
+    assert box.input_value() == "kept"
     assert side["problems"] == []
