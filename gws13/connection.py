@@ -94,7 +94,7 @@ def _warn_blocking_tls() -> None:
         logging.getLogger("gws13.server").warning(
             "a WebSocket runs on a blocking TLS socket of the standard library's ssl module: "
             "one peer that stops reading will stop every connection of this process; give the "
-            "server a gevent.ssl.SSLContext (or monkey-patch ssl), or use gws13.WebSocketServer")
+            "server a gevent.ssl.SSLContext (or monkey-patch ssl), or use gws13.server.WebSocketServer")
 
 
 _warned_blocking_tls = False
