@@ -352,10 +352,10 @@ class Hub:
                 return
             # encoded and buffered with no switch in between: compressed frames
             # keep the order of the connection's compression context
-            ws._enqueue([item.encode_for(ws)])
-            self._delivered += 1
             ws._n_mout += 1  # the connection's metrics (gws13.metrics)
             ws._n_aout += len(item.payload)
+            ws._enqueue([item.encode_for(ws)])
+            self._delivered += 1
             return
         if len(queue) >= self.queue_size:
             policy = self.policy
