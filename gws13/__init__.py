@@ -66,6 +66,15 @@ accelerator_reason: str
 accelerated, accelerator_reason = _accelerator()
 del _accelerator
 
+def __getattr__(name: str) -> "object":
+    # gws13.dashboard without an import of its own (it needs nothing more than gws13)
+    if name == "dashboard":
+        import importlib
+
+        return importlib.import_module(".dashboard", __name__)
+    raise AttributeError(f"module 'gws13' has no attribute {name!r}")
+
+
 __all__ = [
     "WebSocketHandler", "WebSocket", "PendingPing", "connect", "websocket_app",
     "with_websocket", "with_concurrent_websocket", "receive_message", "send_message",

@@ -35,7 +35,6 @@ from .handshake import check_request, is_upgrade_request, response_headers
 from .protocol import Protocol
 
 __all__ = ["WebSocketHandler", "WebSocketServer", "negotiate", "error_response", "select_subprotocol",
-           "refused", "report_application_error",
            "websocket_from_environ", "finish_response", "MAX_REQUEST_LINE", "MAX_HEADER_BYTES",
            "MAX_HEADERS"]
 
