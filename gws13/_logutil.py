@@ -14,11 +14,14 @@ most ``burst`` records per key in each ``interval`` seconds, then one
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from gevent import monkey
+
 __all__ = ["RateLimiter", "configured", "peer_of"]
+
+_allocate_lock = monkey.get_original("_thread", "allocate_lock")
 
 
 def configured(logger: logging.Logger, level: int = logging.ERROR) -> bool:
@@ -69,7 +72,8 @@ class RateLimiter:
         self.logger = logger
         self.burst = burst
         self.interval = interval
-        self._lock = threading.Lock()
+        # a real lock even under monkey patching: events come from several threads
+        self._lock = _allocate_lock()
         # key -> [window start, logged in this window, suppressed, level, summary text, timer armed]
         self._keys: Dict[Any, List[Any]] = {}
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import bisect
 import logging
-import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from gevent import monkey
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connection import WebSocket
@@ -43,7 +44,9 @@ _SUMMED = (
     ("_n_pings", "pings_sent"), ("_n_late", "pongs_late"), ("_n_paused", "reads_paused"),
 )
 
-_lock = threading.Lock()
+# a real lock even under monkey patching (as gws13.hub's): connections of
+# several threads fold their figures in; the sections guarded never switch
+_lock = monkey.get_original("_thread", "allocate_lock")()
 _live: "weakref.WeakSet[WebSocket]" = weakref.WeakSet()
 
 

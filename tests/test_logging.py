@@ -249,3 +249,38 @@ def test_10000_outbox_drops_log_a_bounded_number_of_warnings(caplog):
             assert "hunter2" not in record.getMessage()  # no credentials in the log
     finally:
         hub.close(timeout=0)
+
+
+def test_slow_client_policy_actions_are_info_lines_bounded_in_a_burst(serve, caplog):
+    from conftest import RawClient as Raw
+
+    caplog.set_level(logging.INFO, logger="gws13")
+    hub = gws13.Hub(queue_size=4, policy="drop-newest")
+    joined = []
+
+    def app(ws):
+        hub.join(ws, "room")
+        joined.append(ws)
+        for _ in ws:
+            pass
+
+    server = serve(gws13.websocket_app(app, write_limit=1024, compression=None))
+    client = Raw(server.port)  # never reads: its buffers fill, then the hub's queue
+    wait_for(lambda: joined, 5, "the member")
+    payload = b"p" * 65536
+    done = []
+
+    def flood():
+        for _ in range(10_000):
+            hub.publish("room", payload)
+        done.append(True)
+
+    server.call(flood)
+    wait_for(lambda: done, 20, "the publishes")
+    assert hub.stats()["dropped_newest"] > 9000
+    lines = records(caplog, "gws13.hub", logging.INFO)
+    assert 1 <= len(lines) <= 5, [r.getMessage() for r in lines]
+    assert "too slow" in lines[0].getMessage() and "dropped a new message" in lines[0].getMessage()
+    for record in caplog.records:
+        assert "ppp" not in record.getMessage()
+    client.close()
