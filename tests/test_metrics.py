@@ -57,7 +57,6 @@ def test_metrics_is_a_plain_dict_with_the_documented_keys():
 def test_figures_move_as_clients_connect_talk_and_close(serve, monkeypatch, path):
     if path == "pure-python":
         # the C small-frame scanner off: messages are parsed by protocol.py's own loop
-        import gws13.protocol
         monkeypatch.setattr(gws13.protocol, "scan_small", None)
     elif gws13.protocol.scan_small is None:
         pytest.skip("the C accelerator is not built")
