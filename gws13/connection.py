@@ -765,8 +765,8 @@ class WebSocket:
 
     def _on_close(self, event: Close) -> None:
         proto = self._proto
-        if self._n_closer is None:  # metrics: who sent the first close frame
-            self._n_closer = "local" if proto.close_sent else "remote"
+        if self._n_closer is None:  # metrics: the peer's close came first (ours sets "local")
+            self._n_closer = "remote"
         self._queue.append(_Closed(event.payload))
         self._stop_reading()
         if proto.close_sent:

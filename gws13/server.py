@@ -82,7 +82,7 @@ def _status_of(status_line: Any) -> int:
         return 0
 
 
-def _request_path(environ: dict) -> str:
+def _request_path(environ: Dict[str, Any]) -> str:
     return (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
 
 
