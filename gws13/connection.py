@@ -61,6 +61,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.hub import Waiter, get_hub, getcurrent
 
+from . import _metrics
 from . import params as _params
 from .exceptions import ConnectionClosed, ConnectionTimeout, WebSocketError
 from .protocol import Close, Ping, Pong, Protocol
@@ -233,6 +234,9 @@ class WebSocket:
         # the writer
         "_wbuf", "_wsize", "_wstate", "_wlimit", "_wio", "_writer", "_wwaiters", "_wpong",
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
+        # metrics (gws13.metrics(), ws.stats): plain counters, see gws13/_metrics.py
+        "_n_min", "_n_mout", "_n_bin", "_n_bout", "_n_ain", "_n_aout", "_n_pings", "_n_late",
+        "_n_paused", "_n_qhigh", "_n_whigh", "_n_opened", "_n_closer",
     )
 
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
@@ -287,6 +291,13 @@ class WebSocket:
         self._wprogress = 0.0  # when the buffer last made progress (or filled)
         self._wdrain: Optional[list] = None  # callbacks run when the buffer drains
         self._ctimer: Any = None  # the closing handshake's deadline
+        # metrics (gws13/_metrics.py): messages, wire bytes and application
+        # bytes in and out, pings sent, keepalive pongs late, reads paused,
+        # read-queue and write-buffer high-water marks
+        self._n_min = self._n_mout = self._n_bin = self._n_bout = self._n_ain = self._n_aout = 0
+        self._n_pings = self._n_late = self._n_paused = self._n_qhigh = self._n_whigh = 0
+        self._n_opened = 0.0  # time.monotonic() at _start; 0: not started
+        self._n_closer: Optional[str] = None  # who sent the first close frame: "local" / "remote"
 
     # -- set-up ----------------------------------------------------------------
     def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
@@ -325,6 +336,11 @@ class WebSocket:
             self._resume.set()
             self._reader = gevent.spawn(self._read_loop)
         self._arm_timer()
+        # metrics: this connection counts in gws13.metrics() from now on
+        self._n_opened = time.monotonic()
+        _metrics.opened(self)
+        if _metrics.debug_enabled():
+            _metrics.log_opened(self)
         if pending:
             self._data_received(pending)
 
@@ -385,6 +401,17 @@ class WebSocket:
     def buffered_amount(self) -> int:
         """Bytes of frames waiting to be written (as the browser API's ``bufferedAmount``)."""
         return self._wsize
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """This connection's figures, a snapshot as a plain dict:
+        ``messages_received``, ``messages_sent``, ``bytes_received``,
+        ``bytes_sent`` (wire bytes), ``payload_bytes_received``,
+        ``payload_bytes_sent`` (application data), ``pings_sent``,
+        ``pongs_late``, ``reads_paused``, ``read_queue_high_water``,
+        ``write_buffer_high_water``, ``duration`` (seconds since it opened)
+        and ``latency``.  See :func:`gws13.metrics` for what each counts."""
+        return _metrics.connection_figures(self)
 
     def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
         """Next message: ``str`` (text) or ``bytes`` (binary).  Returns ``None``
@@ -468,6 +495,8 @@ class WebSocket:
         # Encoded and put in the buffer with no switch in between: frames keep
         # the order of a compressor's shared context, whichever greenlet sends.
         pieces = proto.send_message(data, binary, compress)
+        self._n_mout += 1  # metrics
+        self._n_aout += len(data)
         raw = self._raw
         if raw is None:
             self._enqueue(pieces, True)
@@ -491,6 +520,7 @@ class WebSocket:
                     frame = pieces[0]
                     sent = raw.send(frame)
                     if sent == len(frame):
+                        self._n_bout += sent  # metrics
                         return
                 else:
                     sent = raw.sendmsg(pieces)
@@ -499,6 +529,7 @@ class WebSocket:
             except OSError:
                 self._lost()
                 raise ConnectionClosed(1006, "connection lost while sending") from None
+            self._n_bout += sent  # metrics
             self._buffer_rest(pieces, sent)
             if not self._wbuf:
                 return
@@ -521,6 +552,7 @@ class WebSocket:
         if self._dropped:
             raise self._closed_error()
         pending = PendingPing(data, time.perf_counter())
+        self._n_pings += 1  # metrics
         if self._pings is None:
             self._pings = {}
         self._pings[data] = pending
@@ -677,7 +709,17 @@ class WebSocket:
         self._last_seen = self._loop.now()
         queue = self._queue
         # messages go straight onto the queue; the events are control frames
-        for event in proto.receive_data(data, queue):
+        before = len(queue)
+        events = proto.receive_data(data, queue)
+        # metrics, per read: wire bytes, and the messages this read completed
+        self._n_bin += len(data)
+        n = len(queue)
+        if n != before:
+            self._n_min += n - before
+            self._n_ain += len(queue[-1]) if n - before == 1 else sum(map(len, queue[before:]))
+            if n > self._n_qhigh:
+                self._n_qhigh = n
+        for event in events:
             cls = event.__class__
             if cls is Ping:
                 if not self._drop_pings and not proto.close_sent and not self._dropped:
@@ -706,6 +748,7 @@ class WebSocket:
         if keepalive is not None and keepalive[0] == payload:
             self.latency = time.perf_counter() - keepalive[1]
             self._keepalive = None
+            _metrics.observe_rtt(self.latency)
         pings = self._pings
         if not pings or payload not in pings:
             return
@@ -717,10 +760,13 @@ class WebSocket:
             pending._result.set(now - pending.sent)
             if key == payload:
                 self.latency = now - pending.sent
+                _metrics.observe_rtt(self.latency)
                 break
 
     def _on_close(self, event: Close) -> None:
         proto = self._proto
+        if self._n_closer is None:  # metrics: the peer's close came first (ours sets "local")
+            self._n_closer = "remote"
         self._queue.append(_Closed(event.payload))
         self._stop_reading()
         if proto.close_sent:
@@ -792,6 +838,7 @@ class WebSocket:
 
     def _pause(self) -> None:
         self._paused = True
+        self._n_paused += 1  # metrics
         if self._io is not None:
             self._io.stop()
         else:
@@ -825,6 +872,8 @@ class WebSocket:
             buf.append(piece)
             size += len(piece)
         self._wsize = size
+        if size > self._n_whigh:  # metrics
+            self._n_whigh = size
         state = self._wstate
         if state == _WRITING or (state == _HELD and size < _BATCH):
             return
@@ -852,6 +901,8 @@ class WebSocket:
             buf.append(piece)
             size += n
         self._wsize = size
+        if size > self._n_whigh:  # metrics
+            self._n_whigh = size
         self._wprogress = self._loop.now()
 
     def _flush_held(self) -> None:
@@ -877,6 +928,7 @@ class WebSocket:
             progressed = True
             full = sent == sum(map(len, batch)) if len(batch) > 1 else sent == len(batch[0])
             self._wsize -= sent
+            self._n_bout += sent  # metrics
             i = 0
             while sent:
                 n = len(buf[i])
@@ -929,6 +981,7 @@ class WebSocket:
                 sock.sendall(piece)
                 del buf[0]
                 self._wsize -= len(piece)
+                self._n_bout += len(piece)  # metrics
                 self._wprogress = self._loop.now()
                 if self._wwaiters and self._wsize <= self._wlimit >> 2:
                     self._wake_writers()
@@ -1001,6 +1054,8 @@ class WebSocket:
         if self._dropped or proto.close_sent or proto.eof:
             return
         frame = proto.send_close(code, reason)
+        if self._n_closer is None:  # metrics: we sent the first close frame
+            self._n_closer = "local"
         if self._ctimer is None:
             self._ctimer = self._loop.timer(self._params["close_timeout"] or 1.0)
             self._ctimer.start(self._drop)
@@ -1042,6 +1097,9 @@ class WebSocket:
         if interval and now - self._last_ping >= interval - 0.001:
             self._last_ping = now
             self._ping_seq += 1
+            self._n_pings += 1  # metrics
+            if self._keepalive is not None:
+                self._n_late += 1  # the previous keepalive ping is still unanswered
             payload = _PING.pack(self._ping_seq)
             self._keepalive = (payload, time.perf_counter())
             self._enqueue([proto.send_ping(payload)])
@@ -1145,6 +1203,8 @@ class WebSocket:
         self._wake()
         if self._wwaiters:
             self._wake_writers()
+        if self._n_opened:
+            _metrics.closed(self)  # metrics and the DEBUG "closed" line
         callbacks, self._close_callbacks = self._close_callbacks or (), None
         for callback in callbacks:
             try:
