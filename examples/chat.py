@@ -5,9 +5,9 @@
 Open http://127.0.0.1:8000 in two browser tabs: every message typed in one
 appears in all of them (``--port 0`` takes any free port: the first line
 printed says which).  The page is served at ``/``, the WebSocket lives at
-``/ws``, ``/stats`` reports the open connections as JSON and ``/metrics`` the
-hub's counters as text; with :mod:`gws13.dashboard` installed, the live
-dashboard is at ``/dashboard/``.  Restart the server and the page reconnects
+``/ws``, ``/stats`` reports the open connections as JSON, ``/metrics`` the
+hub's counters as text, and the live dashboard (:mod:`gws13.dashboard`) is at
+``/dashboard/``.  Restart the server and the page reconnects
 by itself.  Ctrl-C stops it.
 
 Fan-out goes through a :class:`gws13.Hub`: in-process by default; with
@@ -27,11 +27,7 @@ import gevent.event
 from gevent import pywsgi
 
 import gws13
-
-try:
-    from gws13 import dashboard
-except ImportError:  # a gws13 without the dashboard: the demo runs without it
-    dashboard = None
+import gws13.dashboard
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -52,7 +48,7 @@ PAGE = """<!doctype html>
 <body>
 <h1>gws13 chat</h1>
 <p>Status: <span id="status">connecting</span> <small>as <span id="me">?</span>;
-   extensions: <span id="extensions">none</span><!--dashboard--></small></p>
+   extensions: <span id="extensions">none</span>; <a href="/dashboard/">live dashboard</a></small></p>
 <ul id="log"></ul>
 <form id="form"><input id="msg" autocomplete="off" placeholder="Say something" autofocus disabled>
 <button id="send" disabled>Send</button></form>
@@ -117,13 +113,10 @@ document.getElementById("form").onsubmit = (event) => {
 </body>
 </html>
 """
-DASHBOARD_LINK = '; <a href="/dashboard/">live dashboard</a>'
 
 ROOM = "chat"
 #: replaced by a Redis-backed hub with --redis
 hub = gws13.Hub()
-#: the dashboard's WSGI app, mounted under /dashboard/ (when gws13 has one)
-dashboard_app = None
 names = itertools.count(1)
 # with Redis, several processes hand out names: tell theirs apart
 name_suffix = ""
@@ -153,14 +146,6 @@ def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/ws":
         return gws13.with_websocket(environ, start_response, chat)
-    if dashboard_app and path == "/dashboard":
-        start_response("301 Moved Permanently", [("Location", "/dashboard/")])
-        return [b""]
-    if dashboard_app and path.startswith("/dashboard/"):
-        # mounted: the dashboard sees its own paths, and its prefix in SCRIPT_NAME
-        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/dashboard"
-        environ["PATH_INFO"] = path[len("/dashboard"):]
-        return dashboard_app(environ, start_response)
     if path == "/stats":
         stats = hub.stats()
         body = json.dumps({"connections": stats["connections"], "hub": stats}).encode()
@@ -170,15 +155,14 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
         return [hub.metrics_text().encode()]
     if path == "/":
-        page = PAGE.replace("<!--dashboard-->", DASHBOARD_LINK if dashboard_app else "")
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-        return [page.encode()]
+        return [PAGE.encode()]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found\n"]
 
 
 def main(argv=None):
-    global hub, dashboard_app, name_suffix
+    global hub, name_suffix
     parser = argparse.ArgumentParser(description="gws13 chat demo")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -190,9 +174,9 @@ def main(argv=None):
         hub = gws13.Hub(args.redis)
         hub.start()
         name_suffix = f"@{os.getpid()}"
-    if dashboard is not None:
-        dashboard_app = dashboard.app(hub=hub)
-    server = pywsgi.WSGIServer((args.host, args.port), app, handler_class=gws13.WebSocketHandler)
+    # the dashboard shows this hub's rooms (and, with --redis, its Redis link)
+    site = gws13.dashboard.mount("/dashboard", gws13.dashboard.app(hub=hub), app)
+    server = pywsgi.WSGIServer((args.host, args.port), site, handler_class=gws13.WebSocketHandler)
     server.start()
     stop = gevent.event.Event()  # set by Ctrl-C (SIGINT) or SIGTERM
     for signum in (signal.SIGINT, signal.SIGTERM):
