@@ -225,14 +225,14 @@ def metrics() -> Dict[str, Any]:
         queue_high, buffer_high = state.queue_high, state.buffer_high
         counts, rtt_sum = list(state.rtt_counts), state.rtt_sum
         started = state.started
-    # the snapshot is consistent: a connection is either in ``live`` or folded
-    # into ``totals`` (closed() moves it under the lock), never both
-    server_open = open_now = 0
+    # the snapshot is consistent: a connection is either in ``live`` (open) or
+    # folded into ``totals`` and ``closes_by_code`` (closed() moves it under the
+    # lock), never both.  A connection being dropped stays open until then:
+    # _drop may switch greenlets between marking it dropped and calling closed().
+    server_open = open_now = len(live)
     for ws in live:
-        if not ws._dropped:
-            open_now += 1
-            if not ws._client:
-                server_open += 1
+        if ws._client:
+            server_open -= 1
         for attr, key in _SUMMED:
             totals[key] += getattr(ws, attr)
         if ws._n_qhigh > queue_high:
