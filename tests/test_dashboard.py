@@ -10,7 +10,6 @@ import fnmatch
 import json
 import os
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -18,6 +17,8 @@ import pytest
 
 import gws13
 import gws13.dashboard
+
+from conftest import wait_until
 
 websocket = pytest.importorskip("websocket")  # websocket-client: blocking test clients in threads
 
@@ -28,17 +29,6 @@ CHROMIUM = os.environ.get("GWS13_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT = 15
-
-
-def wait_until(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def make_app(accept=None, prefix="/ops/dashboard"):

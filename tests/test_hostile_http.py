@@ -23,7 +23,7 @@ from gevent import pywsgi
 
 import gws13
 from gws13.server import MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_LINE, WebSocketServer
-from conftest import RawClient, read_response_head
+from conftest import ErrorLog, RawClient, read_response_head
 
 pytest.importorskip("trustme")  # the ca and cert_files fixtures (conftest)
 
@@ -48,22 +48,6 @@ def app(environ, start_response):
 
 
 # -- fixtures -------------------------------------------------------------------
-
-class ErrorLog:
-    """The server's ``error_log``: pywsgi writes client errors here."""
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(data)
-
-    def writelines(self, lines):
-        self.lines.extend(lines)
-
-    def flush(self):
-        pass
-
 
 @pytest.fixture(scope="module")
 def client_context(ca):

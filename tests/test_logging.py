@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 
 import gevent
 import pytest
@@ -14,38 +13,9 @@ import pytest
 import gws13
 import gws13.server
 from gws13._logutil import RateLimiter
-from conftest import RawClient, raw_connect
+from conftest import ErrorLog, RawClient, raw_connect, wait_until
 
 SECRET = "secret-payload-7f3a"
-
-
-class ErrorLog:
-    """pywsgi's error_log: what its error printer writes."""
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(data)
-
-    def writelines(self, lines):
-        self.lines.extend(lines)
-
-    def flush(self):
-        pass
-
-    @property
-    def text(self):
-        return "".join(self.lines)
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    """Wait (cooperatively: the test's own hub keeps running) for ``predicate``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.02)
 
 
 def records(caplog, name=None, level=None, text=None):
@@ -74,7 +44,7 @@ def test_a_connection_logs_opened_and_closed_at_debug_and_never_a_payload(serve,
     ws.send(SECRET.encode())
     assert ws.receive(timeout=5) == SECRET.encode()
     ws.close(1000, "bye")
-    wait_for(lambda: len(records(caplog, "gws13.connection", logging.DEBUG, "closed")) >= 2, 5,
+    wait_until(lambda: len(records(caplog, "gws13.connection", logging.DEBUG, "closed")) >= 2, 5,
              "both sides' closed lines")
     opened = records(caplog, "gws13.connection", logging.DEBUG, "server WebSocket /room opened")
     assert len(opened) == 1, [r.getMessage() for r in caplog.records]
@@ -100,7 +70,7 @@ def test_refused_handshakes_are_info_lines_with_status_and_why(serve, caplog):
     sock, status, _, _ = raw_connect(server.port, "/ws", headers={"Origin": "https://evil"})
     sock.close()
     assert status == 403
-    wait_for(lambda: len(records(caplog, "gws13.server", logging.INFO, "refused")) >= 2, 5, "two lines")
+    wait_until(lambda: len(records(caplog, "gws13.server", logging.INFO, "refused")) >= 2, 5, "two lines")
     lines = [r.getMessage() for r in records(caplog, "gws13.server", logging.INFO, "refused")]
     assert any("426" in line and "Sec-WebSocket-Version" in line for line in lines), lines
     assert any("403" in line and "https://evil" in line for line in lines), lines
@@ -117,7 +87,7 @@ def test_a_burst_of_10000_refusals_logs_a_bounded_number_of_lines(caplog, monkey
     for _ in range(10_000):
         gws13.server.refused(environ, 400, "missing Sec-WebSocket-Key")
     assert len(records(caplog, "gws13.server")) == 10
-    wait_for(lambda: records(caplog, "gws13.server", text="suppressed"), 5, "the summary line")
+    wait_until(lambda: records(caplog, "gws13.server", text="suppressed"), 5, "the summary line")
     summary = records(caplog, "gws13.server", text="suppressed")
     assert len(summary) == 1 and "suppressed 9990 similar messages" in summary[0].getMessage()
     assert len(records(caplog, "gws13.server")) == 11
@@ -160,7 +130,7 @@ def test_an_application_exception_is_one_error_record_and_not_printed_by_pywsgi(
     close = client.read_until_close()[-1]
     assert (close.code, close.reason) == (1011, "internal error")
     client.close()
-    wait_for(lambda: records(caplog, "gws13.server", logging.ERROR), 5, "the ERROR record")
+    wait_until(lambda: records(caplog, "gws13.server", logging.ERROR), 5, "the ERROR record")
     server.stop()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]
@@ -206,7 +176,7 @@ def test_redis_outage_is_one_warning_and_its_end_one_info(caplog):
         assert len(records(caplog, "gws13.redis", logging.INFO, "connected to Redis")) == 1
         redis.kill()
         # many reconnection attempts fail: still one WARNING
-        wait_for(lambda: hub.stats()["errors"] >= 10, 20, "failed reconnections")
+        wait_until(lambda: hub.stats()["errors"] >= 10, 20, "failed reconnections")
         for i in range(20):
             hub.publish("room", f"during the outage {i}")
         gevent.sleep(0.2)
@@ -215,13 +185,13 @@ def test_redis_outage_is_one_warning_and_its_end_one_info(caplog):
         assert "127.0.0.1" in warnings[0].getMessage()
         redis.start()
         assert hub.wait_ready(20)
-        wait_for(lambda: records(caplog, "gws13.redis", logging.INFO, "back after"), 10, "the INFO line")
+        wait_until(lambda: records(caplog, "gws13.redis", logging.INFO, "back after"), 10, "the INFO line")
         gevent.sleep(0.3)
         assert len(records(caplog, "gws13.redis", logging.INFO, "back after")) == 1
         assert len(records(caplog, "gws13.redis", logging.WARNING)) == 1
         # a second outage is a second WARNING
         redis.kill()
-        wait_for(lambda: len(records(caplog, "gws13.redis", logging.WARNING, "lost")) == 2, 20,
+        wait_until(lambda: len(records(caplog, "gws13.redis", logging.WARNING, "lost")) == 2, 20,
                  "the second outage's WARNING")
     finally:
         hub.close(timeout=0)
@@ -244,7 +214,7 @@ def test_10000_outbox_drops_log_a_bounded_number_of_warnings(caplog):
         assert hub.stats()["outbox_dropped"] == 10_000
         drops = records(caplog, "gws13.redis", logging.WARNING, "outbox full")
         assert 1 <= len(drops) <= 2, [r.getMessage() for r in drops]
-        wait_for(lambda: records(caplog, "gws13.redis", logging.WARNING, "lost"), 10, "the outage WARNING")
+        wait_until(lambda: records(caplog, "gws13.redis", logging.WARNING, "lost"), 10, "the outage WARNING")
         for record in caplog.records:
             assert "hunter2" not in record.getMessage()  # no credentials in the log
     finally:
@@ -266,7 +236,7 @@ def test_slow_client_policy_actions_are_info_lines_bounded_in_a_burst(serve, cap
 
     server = serve(gws13.websocket_app(app, write_limit=1024, compression=None))
     client = Raw(server.port)  # never reads: its buffers fill, then the hub's queue
-    wait_for(lambda: joined, 5, "the member")
+    wait_until(lambda: joined, 5, "the member")
     payload = b"p" * 65536
     done = []
 
@@ -276,7 +246,7 @@ def test_slow_client_policy_actions_are_info_lines_bounded_in_a_burst(serve, cap
         done.append(True)
 
     server.call(flood)
-    wait_for(lambda: done, 20, "the publishes")
+    wait_until(lambda: done, 20, "the publishes")
     assert hub.stats()["dropped_newest"] > 9000
     lines = records(caplog, "gws13.hub", logging.INFO)
     assert 1 <= len(lines) <= 5, [r.getMessage() for r in lines]

@@ -13,24 +13,13 @@ import pytest
 
 import gws13
 import gws13.protocol
-from conftest import RawClient, raw_connect
+from conftest import RawClient, raw_connect, wait_until
 from gws13.frames import OP_BINARY, OP_TEXT
 
 KEYS = {"connections_open", "connections_total", "handshakes_refused", "closes_by_code", "messages_received",
         "messages_sent", "bytes_received", "bytes_sent", "payload_bytes_received", "payload_bytes_sent",
         "closes_by_side", "handshakes_accepted", "pings_sent", "pongs_late", "ping_rtt", "reads_paused",
         "read_queue_high_water", "write_buffer_high_water", "dropped_for_limit"}
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def delta(before, after, key, sub=None):
@@ -61,10 +50,10 @@ def test_figures_move_as_clients_connect_talk_and_close(serve, monkeypatch, path
     elif gws13.protocol.scan_small is None:
         pytest.skip("the C accelerator is not built")
     server = serve(gws13.websocket_app(echo))
-    wait_for(lambda: gws13.metrics()["connections_open"] == 0, 10, "earlier tests' connections to end")
+    wait_until(lambda: gws13.metrics()["connections_open"] == 0, 10, "earlier tests' connections to end")
     before = gws13.metrics()
     clients = [gws13.connect(server.url + "/echo") for _ in range(3)]
-    m = wait_for(lambda: (lambda m: m if m["server_connections_open"] == 3 else None)(gws13.metrics()), 5,
+    m = wait_until(lambda: (lambda m: m if m["server_connections_open"] == 3 else None)(gws13.metrics()), 5,
                  "three server connections")
     assert m["connections_open"] == 6  # both ends live in this process
     assert m["client_connections_open"] == 3
@@ -76,7 +65,7 @@ def test_figures_move_as_clients_connect_talk_and_close(serve, monkeypatch, path
     # the server's last write is counted once send() returns, which may be just
     # after this thread got the echo
     wire = 30 * (32 + 2) + 30 * (32 + 6)
-    m = wait_for(lambda: (lambda m: m if delta(before, m, "bytes_sent") == wire else None)(gws13.metrics()), 5,
+    m = wait_until(lambda: (lambda m: m if delta(before, m, "bytes_sent") == wire else None)(gws13.metrics()), 5,
                  "the last write to be counted")
     # 30 messages each way on each side: 60 received, 60 sent
     assert delta(before, m, "messages_received") == 60
@@ -87,7 +76,7 @@ def test_figures_move_as_clients_connect_talk_and_close(serve, monkeypatch, path
     clients[0].close(1000)
     clients[1].close(4000, "done")
     clients[2].close(1001)
-    m = wait_for(lambda: (lambda m: m if m["connections_open"] == 0 else None)(gws13.metrics()), 5,
+    m = wait_until(lambda: (lambda m: m if m["connections_open"] == 0 else None)(gws13.metrics()), 5,
                  "every connection to close")
     assert delta(before, m, "closes_by_code", 1000) == 2
     assert delta(before, m, "closes_by_code", 4000) == 2
@@ -111,7 +100,7 @@ def test_refused_handshakes_are_counted_by_status(serve):
     sock, status, _, _ = raw_connect(server.port, headers={"Origin": "https://elsewhere"})
     sock.close()
     assert status == 403
-    m = wait_for(lambda: (lambda m: m if delta(before, m, "handshakes_refused", 403) else None)(gws13.metrics()),
+    m = wait_until(lambda: (lambda m: m if delta(before, m, "handshakes_refused", 403) else None)(gws13.metrics()),
                  5, "the 403")
     assert {s: delta(before, m, "handshakes_refused", s) for s in (400, 403, 426)} == {400: 1, 403: 1, 426: 1}
     assert delta(before, m, "handshakes_accepted") == 0
@@ -170,7 +159,7 @@ def test_ping_round_trips_fill_the_histogram_and_unanswered_pings_count_late(ser
     before = gws13.metrics()
     ws = gws13.connect(server.url)  # gws13's client answers pings in its hub
     raw = RawClient(server.port)     # this one never answers
-    m = wait_for(lambda: (lambda m: m if m["ping_rtt"]["count"] - before["ping_rtt"]["count"] >= 3
+    m = wait_until(lambda: (lambda m: m if m["ping_rtt"]["count"] - before["ping_rtt"]["count"] >= 3
                           and delta(before, m, "pongs_late") >= 2 else None)(gws13.metrics()), 10,
                  "round trips and late pongs")
     assert delta(before, m, "pings_sent") >= 5
@@ -189,7 +178,7 @@ def test_a_bound_that_ends_a_connection_is_counted(serve):
     raw.send_frame(OP_BINARY, b"y" * 2000)
     assert raw.read_until_close()[-1].code == 1009
     raw.close()
-    m = wait_for(lambda: (lambda m: m if delta(before, m, "dropped_for_limit", "max_message_size") else None)(
+    m = wait_until(lambda: (lambda m: m if delta(before, m, "dropped_for_limit", "max_message_size") else None)(
         gws13.metrics()), 5, "the count")
     assert delta(before, m, "closes_by_code", 1009) == 1
 
@@ -221,10 +210,10 @@ def test_paused_reads_and_high_water_marks(serve):
         m = gws13.metrics()
         return m if delta(before, m, "reads_paused") >= 1 else None
 
-    m = wait_for(paused, 5, "a paused read")
+    m = wait_until(paused, 5, "a paused read")
     assert m["read_queue_high_water"] >= 2
     release.put(True)
-    m = wait_for(lambda: (lambda m: m if m["write_buffer_high_water"] >= 1 << 16 else None)(gws13.metrics()),
+    m = wait_until(lambda: (lambda m: m if m["write_buffer_high_water"] >= 1 << 16 else None)(gws13.metrics()),
                  5, "the write buffer to fill")
     raw.close()
 
@@ -247,7 +236,7 @@ def test_hub_broadcasts_count_as_sent(serve):
         server.call(hub.publish, "room", f"m{i}")
     for i in range(7):
         assert ws.receive(timeout=5) == f"m{i}"
-    m = wait_for(lambda: (lambda m: m if delta(before, m, "messages_sent") >= 7 else None)(gws13.metrics()),
+    m = wait_until(lambda: (lambda m: m if delta(before, m, "messages_sent") >= 7 else None)(gws13.metrics()),
                  5, "the server's count")
     assert delta(before, m, "messages_sent") == 7 and delta(before, m, "messages_received") == 7
     assert delta(before, m, "payload_bytes_sent") == 14

@@ -4,10 +4,8 @@ the values move as clients connect, talk and close."""
 
 from __future__ import annotations
 
-import time
 import urllib.request
 
-import gevent
 import pytest
 
 import gws13
@@ -17,16 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 import gws13.prometheus  # noqa: E402
 
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.02)
+from conftest import wait_until  # noqa: E402
 
 
 def scrape(server):
@@ -72,7 +61,7 @@ def test_a_scrape_follows_connections_messages_and_closes(serve):
     before = scrape(server)
     assert value(before, "gws13_connections_open", side="server") == 0
     clients = [gws13.connect(server.url + "/chat", compression=None) for _ in range(4)]
-    s = wait_for(lambda: (lambda s: s if value(s, "gws13_connections_open", side="server") == 4 else None)(
+    s = wait_until(lambda: (lambda s: s if value(s, "gws13_connections_open", side="server") == 4 else None)(
         scrape(server)), 5, "four open connections in the scrape")
     assert value(s, "gws13_connections_total", side="server") - value(before, "gws13_connections_total",
                                                                       side="server") == 4
@@ -89,14 +78,14 @@ def test_a_scrape_follows_connections_messages_and_closes(serve):
         before, "gws13_received_payload_bytes_total") == 40 * 5
     assert value(s, "gws13_received_bytes_total") > value(before, "gws13_received_bytes_total")
     # keepalive pings every 50 ms: round trips land in the histogram
-    s = wait_for(lambda: (lambda s: s if value(s, "gws13_ping_rtt_seconds_count") > value(
+    s = wait_until(lambda: (lambda s: s if value(s, "gws13_ping_rtt_seconds_count") > value(
         before, "gws13_ping_rtt_seconds_count") else None)(scrape(server)), 5, "a ping round trip")
     assert value(s, "gws13_ping_rtt_seconds_bucket", le="+Inf") == value(s, "gws13_ping_rtt_seconds_count")
     assert value(s, "gws13_ping_rtt_seconds_sum") > 0
     for ws in clients[:3]:
         ws.close(1000)
     clients[3].close(4321, "bye")
-    s = wait_for(lambda: (lambda s: s if value(s, "gws13_connections_open", side="server") == 0 else None)(
+    s = wait_until(lambda: (lambda s: s if value(s, "gws13_connections_open", side="server") == 0 else None)(
         scrape(server)), 5, "every connection closed")
     assert value(s, "gws13_closes_total", code="1000") - value(before, "gws13_closes_total", code="1000") == 6
     assert value(s, "gws13_closes_total", code="4321") - value(before, "gws13_closes_total", code="4321") == 2
