@@ -162,7 +162,9 @@ def debug_enabled() -> bool:
 def connection_figures(ws: "WebSocket") -> Dict[str, Any]:
     out: Dict[str, Any] = {key: getattr(ws, attr) for attr, key in _SUMMED}
     out["read_queue_high_water"] = ws._n_qhigh
-    out["write_buffer_high_water"] = ws._n_whigh
+    # (the mark is taken when the buffer is flushed: a buffer that has not
+    # been since it grew counts as it is now)
+    out["write_buffer_high_water"] = max(ws._n_whigh, ws._wsize)
     out["duration"] = (time.monotonic() - ws._n_opened) if ws._n_opened else 0.0
     out["latency"] = ws.latency
     return out
@@ -194,8 +196,8 @@ def metrics() -> Dict[str, Any]:
         wire bytes after the handshake: frame headers and control frames
         included, compressed as sent
     ``payload_bytes_received``, ``payload_bytes_sent``
-        application data of those messages as the application sees it
-        (characters for text, bytes for binary; decompressed): with
+        application data of those messages, in bytes (UTF-8 for text) and
+        decompressed: with
         permessage-deflate, ``bytes_*`` / ``payload_bytes_*`` is the ratio
     ``pings_sent``, ``pongs_late``
         pings sent (keepalive and :meth:`WebSocket.ping`); keepalive pings
@@ -239,6 +241,8 @@ def metrics() -> Dict[str, Any]:
             queue_high = ws._n_qhigh
         if ws._n_whigh > buffer_high:
             buffer_high = ws._n_whigh
+        if ws._wsize > buffer_high:
+            buffer_high = ws._wsize
     cumulative, buckets = 0, []
     for bound, count in zip(RTT_BUCKETS + (float("inf"),), counts):
         cumulative += count

@@ -235,7 +235,7 @@ class WebSocket:
         "_wbuf", "_wsize", "_wstate", "_wlimit", "_wio", "_writer", "_wwaiters", "_wpong",
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
         # metrics (gws13.metrics(), ws.stats): plain counters, see gws13/_metrics.py
-        "_n_min", "_n_mout", "_n_bin", "_n_bout", "_n_ain", "_n_aout", "_n_pings", "_n_late",
+        "_n_min", "_n_mout", "_n_bin", "_n_bout", "_n_pings", "_n_late",
         "_n_paused", "_n_qhigh", "_n_whigh", "_n_opened", "_n_closer",
     )
 
@@ -291,10 +291,10 @@ class WebSocket:
         self._wprogress = 0.0  # when the buffer last made progress (or filled)
         self._wdrain: Optional[list] = None  # callbacks run when the buffer drains
         self._ctimer: Any = None  # the closing handshake's deadline
-        # metrics (gws13/_metrics.py): messages, wire bytes and application
-        # bytes in and out, pings sent, keepalive pongs late, reads paused,
+        # metrics (gws13/_metrics.py): messages and wire bytes in and out
+        # (application bytes: the protocol's payload_in/out), pings sent, keepalive pongs late, reads paused,
         # read-queue and write-buffer high-water marks
-        self._n_min = self._n_mout = self._n_bin = self._n_bout = self._n_ain = self._n_aout = 0
+        self._n_min = self._n_mout = self._n_bin = self._n_bout = 0
         self._n_pings = self._n_late = self._n_paused = self._n_qhigh = self._n_whigh = 0
         self._n_opened = 0.0  # time.monotonic() at _start; 0: not started
         self._n_closer: Optional[str] = None  # who sent the first close frame: "local" / "remote"
@@ -413,6 +413,18 @@ class WebSocket:
         and ``latency``.  See :func:`gws13.metrics` for what each counts."""
         return _metrics.connection_figures(self)
 
+    # the application bytes are counted by the protocol, which already knows
+    # each message's size (per read in C, with no per-message work here)
+    @property
+    def _n_ain(self) -> int:
+        proto = self._proto
+        return 0 if proto is None else proto.payload_in
+
+    @property
+    def _n_aout(self) -> int:
+        proto = self._proto
+        return 0 if proto is None else proto.payload_out
+
     def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
         """Next message: ``str`` (text) or ``bytes`` (binary).  Returns ``None``
         once, when the connection has closed.
@@ -496,7 +508,6 @@ class WebSocket:
         # the order of a compressor's shared context, whichever greenlet sends.
         pieces = proto.send_message(data, binary, compress)
         self._n_mout += 1  # metrics
-        self._n_aout += len(data)
         raw = self._raw
         if raw is None:
             self._enqueue(pieces, True)
@@ -715,8 +726,7 @@ class WebSocket:
         self._n_bin += len(data)
         n = len(queue)
         if n != before:
-            self._n_min += n - before
-            self._n_ain += len(queue[-1]) if n - before == 1 else sum(map(len, queue[before:]))
+            self._n_min += n - before  # (their bytes are counted by the protocol)
             if n > self._n_qhigh:
                 self._n_qhigh = n
         for event in events:
@@ -872,8 +882,6 @@ class WebSocket:
             buf.append(piece)
             size += len(piece)
         self._wsize = size
-        if size > self._n_whigh:  # metrics
-            self._n_whigh = size
         state = self._wstate
         if state == _WRITING or (state == _HELD and size < _BATCH):
             return
@@ -901,8 +909,6 @@ class WebSocket:
             buf.append(piece)
             size += n
         self._wsize = size
-        if size > self._n_whigh:  # metrics
-            self._n_whigh = size
         self._wprogress = self._loop.now()
 
     def _flush_held(self) -> None:
@@ -914,6 +920,8 @@ class WebSocket:
         """Write as much of the buffer as the socket takes now (plain sockets;
         never blocks).  What is left waits for the write watcher."""
         buf = self._wbuf
+        if self._wsize > self._n_whigh:  # metrics: the buffer only grows between flushes
+            self._n_whigh = self._wsize
         raw = self._raw
         progressed = False
         while buf:
@@ -977,6 +985,8 @@ class WebSocket:
         sock = self._sock
         try:
             while buf and not self._dropped:
+                if self._wsize > self._n_whigh:  # metrics
+                    self._n_whigh = self._wsize
                 piece = buf[0]
                 sock.sendall(piece)
                 del buf[0]
@@ -1187,6 +1197,8 @@ class WebSocket:
             sock.close()
         except OSError:
             pass
+        if self._wsize > self._n_whigh:  # metrics: what a stalled peer left unwritten
+            self._n_whigh = self._wsize
         self._wbuf = []
         self._wsize = 0
         self._wstate = _IDLE

@@ -88,6 +88,7 @@ class _Item:
         switch: a compression context must see frames in wire order)."""
         proto = ws._proto
         if proto.deflate is None:
+            proto.payload_out += len(self.payload)  # (send_message counts the other case)
             return self.frame
         return b"".join(proto.send_message(self.payload, self.binary))
 
@@ -353,7 +354,6 @@ class Hub:
             # encoded and buffered with no switch in between: compressed frames
             # keep the order of the connection's compression context
             ws._n_mout += 1  # the connection's metrics (gws13.metrics)
-            ws._n_aout += len(item.payload)
             ws._enqueue([item.encode_for(ws)])
             self._delivered += 1
             return
@@ -391,13 +391,11 @@ class Hub:
         pieces = []
         size = ws._wsize
         limit = ws._wlimit
-        payload = 0
         while queue and size < limit and not member.closing:
             item = queue.popleft()
             data = item.encode_for(ws)
             pieces.append(data)
             size += len(data)
-            payload += len(item.payload)
         if not queue and member.refill is not None:
             drain = ws._wdrain
             if drain and member.refill in drain:
@@ -406,7 +404,6 @@ class Hub:
         if pieces and not ws.closed:
             self._delivered += len(pieces)
             ws._n_mout += len(pieces)  # the connection's metrics (gws13.metrics)
-            ws._n_aout += payload
             ws._enqueue(pieces)
 
     # -- the "close" policy ----------------------------------------------------

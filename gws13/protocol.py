@@ -156,7 +156,7 @@ class Protocol:
     __slots__ = ("client", "max_frame_size", "max_message_size", "deflate", "close_sent",
                  "close_received", "eof", "close_code", "close_reason", "failure", "_buf", "_op",
                  "_compressed", "_parts", "_size", "_decoder", "_frame", "_frames", "_wire",
-                 "_inflated")
+                 "_inflated", "payload_in", "payload_out")
 
     def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
                  max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
@@ -186,6 +186,9 @@ class Protocol:
         # place (C extension), payload is the message's bytes being filled and
         # view a writable memoryview of them, else both are None
         self._frame: Optional[list] = None
+        #: application bytes of the complete messages received and sent (UTF-8
+        #: for text; decompressed), for the metrics
+        self.payload_in = self.payload_out = 0
 
     # -- state -------------------------------------------------------------
     @property
@@ -212,7 +215,10 @@ class Protocol:
         if (messages is not None and not buf and self._frame is None and self._op is None
                 and scan_small is not None and not self.client):
             # small whole messages, all in C; whatever it stops at is checked below
+            before = len(messages)
             pos = scan_small(data, 0, self.max_frame_size, self.max_message_size, messages)
+            # every frame it took has a 6-byte header: no per-message count needed
+            self.payload_in += pos - 6 * (len(messages) - before)
             if pos == len(data):
                 return events
         if messages is None:
@@ -285,6 +291,7 @@ class Protocol:
                 end = pos + 6 + length
                 if end <= n:
                     emit(_whole(b0 == 0x81, apply_mask(mv[pos + 6:end], mv[pos + 2:pos + 6])))
+                    self.payload_in += length
                     pos = end
                     continue
                 if b0 == 0x82:
@@ -396,6 +403,7 @@ class Protocol:
             rsv = b0 & 0x70
             if b0 & 0x80 and not rsv:
                 emit(_whole(opcode == OP_TEXT, payload))  # a whole message in one frame
+                self.payload_in += len(payload)
                 return
             self._start(opcode, rsv)
         else:
@@ -421,6 +429,7 @@ class Protocol:
             else:
                 self._frame = None
                 emit(payload)
+                self.payload_in += len(payload)
             return pos + take
         if mask:
             k = offset & 3
@@ -512,6 +521,7 @@ class Protocol:
         else:
             # bytes, also from a bytearray piece; a single bytes piece is not copied
             data = b"".join(self._parts)
+        self.payload_in += self._size
         self._op = None
         self._compressed = False
         self._parts = []
@@ -575,6 +585,7 @@ class Protocol:
                     raise InvalidData("text payload is not valid UTF-8") from None
         else:
             raise TypeError(f"cannot send {type(data).__name__}: use str or bytes")
+        self.payload_out += len(payload)
         rsv1 = False
         deflate = self.deflate
         if deflate is not None and compress is not False and (compress or len(payload) >= deflate.min_size):

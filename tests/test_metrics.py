@@ -123,13 +123,15 @@ def test_ws_stats_on_both_sides(serve):
     ws.receive(timeout=5)
     s = ws.stats
     assert (s["messages_sent"], s["messages_received"]) == (2, 2)
-    assert s["payload_bytes_sent"] == 105  # characters for text
+    assert s["payload_bytes_sent"] == 100 + len("héllo".encode())  # UTF-8 bytes for text
+    assert s["payload_bytes_received"] == 100 + len("héllo".encode())
     assert s["bytes_received"] == 2 + 100 + 2 + len("héllo".encode())
     assert s["duration"] > 0
     ws.close()
     server_side = stats.get(timeout=5)
     assert (server_side["messages_received"], server_side["messages_sent"]) == (2, 2)
     assert server_side["read_queue_high_water"] >= 1
+    assert server_side["payload_bytes_received"] == server_side["payload_bytes_sent"] == 106
 
 
 def test_compression_shows_in_wire_and_payload_bytes(serve):
