@@ -24,7 +24,8 @@ _DATA_TYPES = {"text": False, "binary": True}  # send_message's data types: the 
 def current_websocket() -> Optional[WebSocket]:
     """The WebSocket of the enclosing ``with_websocket`` call (None outside one);
     greenlets spawned inside inherit it."""
-    return _params.lookup(_CURRENT)
+    ws: Optional[WebSocket] = _params.lookup(_CURRENT)
+    return ws
 
 
 def _resolve(ws: Optional[WebSocket]) -> WebSocket:
@@ -75,7 +76,7 @@ def send_message(data: Union[str, bytes], type: str = "text", ws: Optional[WebSo
         ws.pong(data.encode("utf-8") if isinstance(data, str) else data)
 
 
-def _websocket_for(environ: dict) -> Optional[WebSocket]:
+def _websocket_for(environ: dict[str, Any]) -> Optional[WebSocket]:
     ws = environ.get("wsgi.websocket")
     if isinstance(ws, WebSocket):
         return ws
@@ -83,7 +84,7 @@ def _websocket_for(environ: dict) -> Optional[WebSocket]:
     return websocket_from_environ(environ)
 
 
-def with_websocket(environ: dict, start_response: Callable, proc: Callable[[WebSocket], Any],
+def with_websocket(environ: dict[str, Any], start_response: Callable[..., Any], proc: Callable[[WebSocket], Any],
                    **params: Any) -> Iterable[bytes]:
     """Upgrade the request, run ``proc(ws)`` and close the connection properly.
 
@@ -97,14 +98,14 @@ def with_websocket(environ: dict, start_response: Callable, proc: Callable[[WebS
     return _run(environ, start_response, proc, params, 1)
 
 
-def with_concurrent_websocket(environ: dict, start_response: Callable,
+def with_concurrent_websocket(environ: dict[str, Any], start_response: Callable[..., Any],
                               proc: Callable[[WebSocket], Any], **params: Any) -> Iterable[bytes]:
     """Like :func:`with_websocket`, but messages are read ahead into a queue of
     up to ``max_queue`` while ``proc`` works (still delivered in order)."""
     return _run(environ, start_response, proc, params, None)
 
 
-def _run(environ: dict, start_response: Callable, proc: Callable, call_params: dict,
+def _run(environ: dict[str, Any], start_response: Callable[..., Any], proc: Callable[..., Any], call_params: dict[str, Any],
          read_ahead: Optional[int]) -> Iterable[bytes]:
     if read_ahead is not None and "max_queue" not in call_params:
         settings = _params.effective(max_queue=read_ahead, **call_params)
@@ -117,9 +118,9 @@ def _run(environ: dict, start_response: Callable, proc: Callable, call_params: d
         return error_response(exc, start_response)
     ws = _websocket_for(environ)
     if ws is None:
-        exc = HandshakeError("this server cannot hand over its socket: run it with "
+        err = HandshakeError("this server cannot hand over its socket: run it with "
                              "gws13.WebSocketHandler", status=500)
-        return error_response(exc, start_response)
+        return error_response(err, start_response)
     if ws._accepted:
         raise UnexpectedError("the websocket was already accepted before with_websocket")
     try:

@@ -62,7 +62,7 @@ def _wrap(callback: F, params: Dict[str, Any]) -> F:
         settings.update(params)
         captured: List[Any] = []
 
-        def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
+        def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
             captured[:] = [status, headers]
             return lambda data: None
 

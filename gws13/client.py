@@ -184,7 +184,7 @@ class _Target:
             raise ValueError("request headers must be latin-1 text (percent-encode the URL)") from None
 
     def environ(self, origin: Optional[str], response_headers: List[Tuple[str, str]],
-                extra: List[Tuple[str, str]]) -> dict:
+                extra: List[Tuple[str, str]]) -> dict[str, Any]:
         """A WSGI-style description of the request (``ws.path``, ``ws.origin``)
         plus the server's response headers under ``gws13.response_headers``."""
         env = {"REQUEST_METHOD": "GET", "PATH_INFO": unquote(self.path), "QUERY_STRING": self.query,
@@ -224,7 +224,7 @@ def _header_list(headers: Optional[HeadersLike], origin: Optional[str]) -> List[
     return items
 
 
-def _deflate_api(settings: Dict[str, Any]):
+def _deflate_api(settings: Dict[str, Any]) -> Optional[Tuple[Any, Any]]:
     """``(client_offer, client_accept)`` when compression is asked for and
     :mod:`gws13.deflate` provides them, else None."""
     if settings.get("compression") is None:
@@ -240,7 +240,7 @@ def _deflate_api(settings: Dict[str, Any]):
     return offer, accept
 
 
-def _open_socket(target: _Target, ssl_context, timeout: Optional[float]):
+def _open_socket(target: _Target, ssl_context: Any, timeout: Optional[float]) -> Any:
     sock = _gsocket.create_connection((target.host, target.port), timeout=timeout)
     if not target.secure:
         return sock
@@ -256,7 +256,7 @@ def _open_socket(target: _Target, ssl_context, timeout: Optional[float]):
         raise
 
 
-def _close(sock) -> None:
+def _close(sock: Any) -> None:
     if sock is not None:
         try:
             sock.close()
@@ -264,7 +264,7 @@ def _close(sock) -> None:
             pass
 
 
-def _read_head(sock) -> Tuple[int, str, List[Tuple[str, str]], bytes]:
+def _read_head(sock: Any) -> Tuple[int, str, List[Tuple[str, str]], bytes]:
     data = b""
     while True:
         end = data.find(b"\r\n\r\n")
@@ -296,7 +296,7 @@ def _get(headers: List[Tuple[str, str]], name: str) -> List[str]:
     return [value for key, value in headers if key.lower() == name]
 
 
-def _read_body(sock, headers: List[Tuple[str, str]], data: bytes) -> bytes:
+def _read_body(sock: Any, headers: List[Tuple[str, str]], data: bytes) -> bytes:
     """Up to _MAX_BODY_SHOWN bytes of a refusal's body (best effort: the
     handshake timeout still bounds it)."""
     lengths = _get(headers, "content-length")
@@ -328,7 +328,8 @@ def _refused(status: int, reason: str, headers: List[Tuple[str, str]], body: byt
 
 
 def _check_response(headers: List[Tuple[str, str]], key: str, offer: Sequence[str],
-                    deflate_api, settings: Dict[str, Any]):
+                    deflate_api: Optional[Tuple[Any, Any]], settings: Dict[str, Any]
+                    ) -> Tuple[Optional[str], Optional[str], Any]:
     """Validate a 101 (RFC 6455 §4.1, the client's checks 1-6); return
     ``(subprotocol, extensions header, deflate object)``."""
     if "websocket" not in header_tokens(", ".join(_get(headers, "upgrade"))):

@@ -101,7 +101,7 @@ def _warn_blocking_tls() -> None:
 _warned_blocking_tls = False
 
 
-def _read_buffer(hub) -> memoryview:
+def _read_buffer(hub: Any) -> memoryview:
     # Hub callbacks never overlap and the protocol copies what it keeps, so all
     # plain-socket connections of one hub share one receive buffer.
     view = _buffers.get(hub)
@@ -120,9 +120,9 @@ class _Scheduler:
 
     __slots__ = ("_loop", "_heap", "_timer", "_at", "_seq")
 
-    def __init__(self, loop) -> None:
+    def __init__(self, loop: Any) -> None:
         self._loop = loop
-        self._heap: list = []
+        self._heap: List[Any] = []
         self._timer: Any = None
         self._at: Optional[float] = None
         self._seq = 0
@@ -171,7 +171,7 @@ class _Scheduler:
 _schedulers: "weakref.WeakKeyDictionary[Any, _Scheduler]" = weakref.WeakKeyDictionary()
 
 
-def _scheduler(hub) -> _Scheduler:
+def _scheduler(hub: Any) -> _Scheduler:
     scheduler = _schedulers.get(hub)
     if scheduler is None:
         scheduler = _schedulers[hub] = _Scheduler(hub.loop)
@@ -200,13 +200,13 @@ class PendingPing:
     def __init__(self, payload: bytes, sent: float) -> None:
         self.payload = payload
         self.sent = sent
-        self._result = AsyncResult()
+        self._result: AsyncResult[float] = AsyncResult()
 
     def wait(self, timeout: Optional[float] = None) -> float:
         """Round-trip time in seconds.  Raises TimeoutError, or ConnectionClosed
         if the connection ended before the pong came."""
         try:
-            return self._result.get(timeout=timeout)
+            return self._result.get(timeout=timeout)  # type: ignore[return-value]  # a timeout raises
         except gevent.Timeout:
             raise TimeoutError("no pong within %s s" % timeout) from None
 
@@ -239,25 +239,25 @@ class WebSocket:
         "_n_paused", "_n_qhigh", "_n_whigh", "_n_opened", "_n_closer",
     )
 
-    def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
+    def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[Dict[str, Any]] = None,
                  client: bool = False, params: Optional[Dict[str, Any]] = None) -> None:
-        self.environ: dict = environ if environ is not None else {}
+        self.environ: Dict[str, Any] = environ if environ is not None else {}
         self.subprotocol: Optional[str] = None
         self.extensions: Optional[str] = None
         #: round trip of the last ping answered, in seconds (None before the first)
         self.latency: Optional[float] = None
         #: the error that failed the connection (None while it is open or closed cleanly)
         self.failure: Optional[WebSocketError] = None
-        self._sock = sock
+        self._sock: socket.socket = sock  # type: ignore[assignment]  # set before any I/O (here or by _start)
         self._client = client
-        self._params = params
+        self._params: Dict[str, Any] = params  # type: ignore[assignment]  # likewise
         self._proto: Optional[Protocol] = None
         # set by integrations for sockets that are not upgraded yet (lazy accept)
         self._acceptor: Any = None
         # messages for the application, then at most one _Closed (a short list:
         # cheaper per idle connection than a deque)
-        self._queue: list = []
-        self._waiters: list = []
+        self._queue: List[Any] = []
+        self._waiters: List[Any] = []
         # created when first needed: most connections never use them
         self._done: Optional[Event] = None  # set when the connection is dropped
         self._pings: Optional[Dict[bytes, PendingPing]] = None  # in the order sent
@@ -269,27 +269,27 @@ class WebSocket:
         self._direct_reads = _DIRECT_READS
         self._rsize = _READ_START
         # this connection's live entry in its hub's _Scheduler
-        self._entry: Optional[list] = None
+        self._entry: Optional[List[Any]] = None
         # the last keepalive ping: (payload, time sent)
-        self._keepalive: Optional[tuple] = None
+        self._keepalive: Optional[tuple[bytes, float]] = None
         self._dropped = False
         # the close reply or failure close that waits for the application to take
         # the messages that arrived before it (see _defer)
         self._deferred: Any = None
         self._grace: Any = None
-        self._close_callbacks: Optional[list] = None
+        self._close_callbacks: Optional[List[Any]] = None
         # the writer: whole frames waiting for the socket, in wire order
-        self._wbuf: list = []
+        self._wbuf: List[Any] = []
         self._wsize = 0
         self._wstate = _IDLE
         self._wlimit = 1 << 16
         self._wio: Any = None  # the write watcher (plain sockets)
         self._writer: Any = None  # the greenlet writing (TLS)
-        self._wwaiters: Optional[list] = None  # sends blocked above the high-water mark
+        self._wwaiters: Optional[List[Any]] = None  # sends blocked above the high-water mark
         self._wpong: Any = None  # the last pong put in the buffer
         self._wthen: Optional[Callable[[], None]] = None  # runs once the buffer is empty
         self._wprogress = 0.0  # when the buffer last made progress (or filled)
-        self._wdrain: Optional[list] = None  # callbacks run when the buffer drains
+        self._wdrain: Optional[List[Any]] = None  # callbacks run when the buffer drains
         self._ctimer: Any = None  # the closing handshake's deadline
         # metrics (gws13/_metrics.py): messages and wire bytes in and out
         # (application bytes: the protocol's payload_in/out), pings sent, keepalive pongs late, reads paused,
@@ -355,7 +355,7 @@ class WebSocket:
                 raise ConnectionClosed(1006, "not connected")
             self._acceptor(self, None)
             proto = self._proto
-        return proto
+        return proto  # type: ignore[return-value]  # the acceptor set it, or raised
 
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(self.close_code or 1006, self.close_reason)
@@ -379,16 +379,16 @@ class WebSocket:
     def path(self) -> str:
         env = self.environ
         path = env.get("PATH_INFO", "")
-        return env.get("SCRIPT_NAME", "") + path if "SCRIPT_NAME" in env else path
+        return env.get("SCRIPT_NAME", "") + path if "SCRIPT_NAME" in env else path  # type: ignore[no-any-return]  # environ values are str
 
     @property
     def origin(self) -> str:
-        return self.environ.get("HTTP_ORIGIN", "")
+        return self.environ.get("HTTP_ORIGIN", "")  # type: ignore[no-any-return]  # environ values are str
 
     @property
     def version(self) -> str:
         """The request's ``Sec-WebSocket-Version`` header (``"13"``), as gevent-websocket has it."""
-        return self.environ.get("HTTP_SEC_WEBSOCKET_VERSION", "")
+        return self.environ.get("HTTP_SEC_WEBSOCKET_VERSION", "")  # type: ignore[no-any-return]  # environ values are str
 
     @property
     def protocol(self) -> Optional[str]:
@@ -434,13 +434,13 @@ class WebSocket:
         ignores the end does not spin)."""
         item = self._next(timeout)
         if item.__class__ is not _Closed:
-            return item
+            return item  # type: ignore[no-any-return]  # a message: str or bytes
         if item.returned:
             raise self._closed_error()
         item.returned = True
         return None
 
-    def _next(self, timeout: Optional[float]):
+    def _next(self, timeout: Optional[float]) -> Any:
         if self._proto is None:
             self._ensure()
         queue = self._queue
@@ -458,9 +458,9 @@ class WebSocket:
                 self._on_readable()
                 if queue:
                     break
-            waiter = Waiter(self._hub)
+            waiter: Waiter[Any] = Waiter(self._hub)
             self._waiters.append(waiter)
-            timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None
+            timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None  # type: ignore[attr-defined]  # not in gevent's stubs
             try:
                 waiter.get()
             except BaseException as exc:
@@ -645,7 +645,7 @@ class WebSocket:
                 self._pause()
                 return
             # the rest of a large binary frame is read straight into its message
-            view = self._rbuf if proto._frame is None else proto.payload_buffer() or self._rbuf
+            view = self._rbuf if proto._frame is None else proto.payload_buffer() or self._rbuf  # type: ignore[union-attr]
             size = self._rsize if view is self._rbuf else len(view)
             try:
                 n = raw.recv_into(view, size)
@@ -686,9 +686,9 @@ class WebSocket:
             if len(queue) >= self._max_queue and queue[-1].__class__ is not _Closed:
                 self._pause()  # as in _on_readable; after the end, read on until EOF
             if self._paused:
-                self._resume.wait()
+                self._resume.wait()  # type: ignore[union-attr]  # set by _pause
                 continue
-            target = proto.payload_buffer() or view
+            target = proto.payload_buffer() or view  # type: ignore[union-attr]  # accepted
             try:
                 n = sock.recv_into(target)
             except (OSError, ValueError):  # ValueError: the SSL socket was closed under us
@@ -696,7 +696,7 @@ class WebSocket:
             except Exception:
                 if not self._dropped:
                     raise
-                return  # dropped while this greenlet read (as in _write_tls)
+                return  # type: ignore[unreachable]  # dropped while this greenlet read (as in _write_tls)
             if not n:
                 self._lost()
                 return
@@ -715,8 +715,8 @@ class WebSocket:
                 gevent.sleep(0.0001)
                 stamp, turn = loop.now(), time.perf_counter()
 
-    def _data_received(self, data) -> None:
-        proto = self._proto
+    def _data_received(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        proto: Protocol = self._proto  # type: ignore[assignment]  # accepted: set by _start
         self._last_seen = self._loop.now()
         queue = self._queue
         # messages go straight onto the queue; the events are control frames
@@ -729,6 +729,7 @@ class WebSocket:
             self._n_min += n - before  # (their bytes are counted by the protocol)
             if n > self._n_qhigh:
                 self._n_qhigh = n
+        event: Any  # dispatched on its class below
         for event in events:
             cls = event.__class__
             if cls is Ping:
@@ -774,7 +775,7 @@ class WebSocket:
                 break
 
     def _on_close(self, event: Close) -> None:
-        proto = self._proto
+        proto: Protocol = self._proto  # type: ignore[assignment]  # accepted: set by _start
         if self._n_closer is None:  # metrics: the peer's close came first (ours sets "local")
             self._n_closer = "remote"
         self._queue.append(_Closed(event.payload))
@@ -786,7 +787,7 @@ class WebSocket:
 
     def _reply_close(self) -> None:
         # echo the peer's code (no reason); the server closes TCP first
-        proto = self._proto
+        proto: Protocol = self._proto  # type: ignore[assignment]  # accepted: set by _start
         if proto.close_sent or self._dropped:
             return
         code = proto.close_code
@@ -801,10 +802,10 @@ class WebSocket:
         self._defer(self._send_failure)
 
     def _send_failure(self) -> None:
-        proto = self._proto
+        proto: Protocol = self._proto  # type: ignore[assignment]  # accepted: set by _start
         if proto.close_sent or self._dropped:
             return
-        error = proto.failure
+        error: WebSocketError = proto.failure  # type: ignore[assignment]  # called on a failure
         self._start_close(error.code, error.reason, self._linger)
 
     def _defer(self, action: Callable[[], None]) -> None:
@@ -852,7 +853,7 @@ class WebSocket:
         if self._io is not None:
             self._io.stop()
         else:
-            self._resume.clear()
+            self._resume.clear()  # type: ignore[union-attr]  # set by _pause
 
     def _unpause(self) -> None:
         self._paused = False
@@ -861,7 +862,7 @@ class WebSocket:
         if self._io is not None:
             self._io.start(self._on_readable)
         else:
-            self._resume.set()
+            self._resume.set()  # type: ignore[union-attr]  # set by _pause
 
     def _stop_reading(self) -> None:
         if self._io is not None:
@@ -1036,7 +1037,7 @@ class WebSocket:
             return  # cannot wait in the hub: the buffer grows, bounded by the caller
         low = self._wlimit >> 2
         while self._wsize > low and not self._dropped:
-            waiter = Waiter(self._hub)
+            waiter: Waiter[Any] = Waiter(self._hub)
             if self._wwaiters is None:
                 self._wwaiters = []
             self._wwaiters.append(waiter)
@@ -1060,7 +1061,7 @@ class WebSocket:
         deadline (``close_timeout``): when it passes, the TCP connection is
         dropped, whatever is still unwritten.  ``then`` runs once the frame
         is written.  Never blocks."""
-        proto = self._proto
+        proto: Protocol = self._proto  # type: ignore[assignment]  # accepted: set by _start
         if self._dropped or proto.close_sent or proto.eof:
             return
         frame = proto.send_close(code, reason)
@@ -1089,7 +1090,7 @@ class WebSocket:
 
     def _on_timer(self) -> None:
         # runs in the hub, called by the _Scheduler
-        proto = self._proto
+        proto: Protocol = self._proto  # type: ignore[assignment]  # accepted: set by _start
         if self._dropped or proto.close_sent or proto.close_received:
             return
         now = self._loop.now()

@@ -252,7 +252,7 @@ class PerMessageDeflate:
             max_length = 0
         try:
             # one byte more than allowed tells "too large" from "exactly the limit"
-            out = decompressor.decompress(data, min(max_length + 1, sys.maxsize))
+            out: bytes = decompressor.decompress(data, min(max_length + 1, sys.maxsize))
         except zlib.error as exc:
             raise ProtocolError(f"invalid compressed data ({exc})") from None
         if decompressor.eof and decompressor.unused_data:

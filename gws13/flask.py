@@ -78,7 +78,7 @@ class _UpgradedResponse(flask.Response):
         super().__init__(status=101)
         self._gws13_result = result
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:  # type: ignore[override]
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         return finish_response(environ, self._gws13_result, start_response)
 
 
@@ -90,12 +90,12 @@ def _no_http_after_websocket(response: flask.Response) -> flask.Response:
     return _UpgradedResponse()
 
 
-def _serve(environ: dict, proc: Callable[[WebSocket], Any], params: Dict[str, Any]) -> flask.Response:
+def _serve(environ: dict[str, Any], proc: Callable[[WebSocket], Any], params: Dict[str, Any]) -> flask.Response:
     """Run ``proc`` over the request's WebSocket and turn ``with_websocket``'s
     WSGI answer into a Flask response."""
     captured: List[Any] = []
 
-    def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
+    def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
         captured[:] = [status, headers]
         return lambda data: None
 
@@ -167,7 +167,7 @@ class Sock:
 
     def __init__(self, app: Optional[flask.Flask] = None) -> None:
         self.app: Optional[flask.Flask] = None
-        self._deferred: List[Tuple[str, Dict[str, Any], Callable]] = []
+        self._deferred: List[Tuple[str, Dict[str, Any], Callable[..., Any]]] = []
         if app is not None:
             self.init_app(app)
 

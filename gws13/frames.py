@@ -60,8 +60,8 @@ def _py_apply_mask(data: Union[bytes, bytearray, memoryview], mask: bytes) -> by
 
 # None without the C extension (types in _speedups.pyi)
 new_payload: Optional[Callable[[int], Tuple[bytes, memoryview]]]
-scan_small: Optional[Callable[[memoryview, int, int, int, List[Union[str, bytes]]], int]]
-unmask_into: Optional[Callable[[memoryview, int, memoryview, Optional[bytes]], None]]
+scan_small: Optional[Callable[[Union[bytes, bytearray, memoryview], int, int, int, List[Union[str, bytes]]], int]]
+unmask_into: Optional[Callable[[memoryview, int, Union[bytes, memoryview], Optional[bytes]], None]]
 try:
     from ._speedups import apply_mask as apply_mask
     from ._speedups import new_payload as new_payload, scan_small as scan_small, unmask_into as unmask_into

@@ -76,7 +76,7 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         if self.environ is None:
             # a request head refused before it had an environ (400/414/431):
             # gunicorn's access log needs one
-            address = self.client_address
+            address: Any = self.client_address  # typeshed says str; pywsgi sets a (host, port) tuple
             self.environ = {"REQUEST_METHOD": self.command or "-", "RAW_URI": self.path or "-",
                             "SERVER_PROTOCOL": self.request_version or "-",
                             "REMOTE_ADDR": address[0] if isinstance(address, tuple) else "-"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .exceptions import InvalidHandshake, MissingUpgradeHeader, UnsupportedVersion
 
@@ -37,12 +37,12 @@ def header_tokens(value: str | None) -> list[str]:
     return [t.strip().lower() for t in value.split(",") if t.strip()]
 
 
-def is_upgrade_request(environ: Mapping) -> bool:
+def is_upgrade_request(environ: Mapping[str, Any]) -> bool:
     """True if the request asks for a WebSocket (``Upgrade: websocket``), valid or not."""
     return "websocket" in header_tokens(environ.get("HTTP_UPGRADE"))
 
 
-def check_request(environ: Mapping) -> str:
+def check_request(environ: Mapping[str, Any]) -> str:
     """Validate an upgrade request and return its ``Sec-WebSocket-Key``.
 
     Raises MissingUpgradeHeader (400) when Upgrade/Connection are missing,
@@ -85,14 +85,15 @@ def parse_extensions(value: str | None) -> list[tuple[str, list[tuple[str, str |
     """Parse a ``Sec-WebSocket-Extensions`` header into ``[(name, [(param, value)])]``.
 
     Raises InvalidHandshake for a malformed header."""
-    result = []
+    result: list[tuple[str, list[tuple[str, str | None]]]] = []
     if not value:
         return result
     for item in value.split(","):
         parts = [p.strip() for p in item.split(";")]
         if not parts[0]:
             raise InvalidHandshake(f"malformed Sec-WebSocket-Extensions: {value!r}")
-        params = []
+        params: list[tuple[str, str | None]] = []
+        val: str | None
         for p in parts[1:]:
             if not p:
                 raise InvalidHandshake(f"malformed Sec-WebSocket-Extensions: {value!r}")

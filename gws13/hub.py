@@ -42,7 +42,7 @@ from __future__ import annotations
 import collections
 import logging
 import weakref
-from typing import Any, Deque, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Union
 
 import gevent
 from gevent import monkey
@@ -50,6 +50,9 @@ from gevent import monkey
 from ._logutil import RateLimiter, peer_of
 from .connection import WebSocket
 from .frames import OP_BINARY, OP_TEXT, encode_header
+
+if TYPE_CHECKING:
+    from .protocol import Protocol
 
 try:
     from gevent._hub_local import get_hub_if_exists as _current_hub
@@ -86,7 +89,7 @@ class _Item:
     def encode_for(self, ws: WebSocket) -> bytes:
         """The bytes to write to ``ws`` (put them in its buffer before any other
         switch: a compression context must see frames in wire order)."""
-        proto = ws._proto
+        proto: Protocol = ws._proto  # type: ignore[assignment]  # a member is an accepted WebSocket
         if proto.deflate is None:
             proto.payload_out += len(self.payload)  # (send_message counts the other case)
             return self.frame
@@ -101,7 +104,7 @@ class _Member:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.hub = ws._hub  # the gevent hub (thread) that owns the socket
-        self.rooms: set = set()
+        self.rooms: set[str] = set()
         self.queue: Deque[_Item] = collections.deque()
         #: the callback the connection's writer runs when its buffer drains;
         #: None whenever the queue is empty
@@ -448,7 +451,8 @@ class Hub:
     @property
     def ready(self) -> bool:
         """True when a publish is delivered (Redis: connected and subscribed)."""
-        return self._backend.ready
+        ready: bool = self._backend.ready
+        return ready
 
     def close(self, timeout: Optional[float] = 5.0) -> None:
         """Stop the backend's greenlets and connections.  Members stay (a later

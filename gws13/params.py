@@ -27,7 +27,7 @@ from greenlet import getcurrent
 __all__ = ["parameters", "parameterize", "Parameters"]
 
 
-def _access_denied(environ, start_response):
+def _access_denied(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
     """Default ``access_denied``: 403 with a short HTML body."""
     body = b"<h1>Access denied</h1>"
     start_response("403 Forbidden", [("Content-Type", "text/html"),
@@ -38,15 +38,15 @@ def _access_denied(environ, start_response):
 def _seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not value >= 0 or value == float("inf"):
+    if not value >= 0 or value == float("inf"):  # type: ignore[operator]  # typeshed's numbers.Real has no operators
         raise ValueError(f"{name} must be >= 0 and finite (0 disables it), got {value!r}")
-    return value
+    return value  # type: ignore[return-value]  # a Real is a float to the caller
 
 
 def _size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not 0 < value < 2 ** 63:
+    if not 0 < value < 2 ** 63:  # type: ignore[operator]  # typeshed's numbers.Integral has no operators
         raise ValueError(f"{name} must be between 1 and 2**63-1, got {value!r}")
     return int(value)
 
@@ -57,17 +57,18 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
-def _callable(name: str, value: Any) -> Callable:
+def _callable(name: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise TypeError(f"{name} must be callable")
-    return value
+    checked: Callable[..., Any] = value
+    return checked
 
 
-def _optional_callable(name: str, value: Any):
+def _optional_callable(name: str, value: Any) -> Optional[Callable[..., Any]]:
     return None if value is None else _callable(name, value)
 
 
-def _protocols(name: str, value: Any):
+def _protocols(name: str, value: Any) -> Optional[Tuple[str, ...]]:
     if value is None:
         return None
     if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
@@ -145,14 +146,14 @@ class _Token:
 
     __slots__ = ("greenlet", "layer", "before", "installed")
 
-    def __init__(self, greenlet: Any, layer: dict, before: Any, installed: dict) -> None:
+    def __init__(self, greenlet: Any, layer: Dict[str, Any], before: Any, installed: Dict[Any, Any]) -> None:
         self.greenlet = greenlet
         self.layer = layer
         self.before = before        # the greenlet's spawn_tree_locals before (or _ABSENT)
         self.installed = installed  # the dict installed in its place
 
 
-def _node(g: Any) -> Optional[tuple]:
+def _node(g: Any) -> Optional[Tuple[Any, ...]]:
     tree = getattr(g, _TREE, None)
     return tree.get(_KEY) if tree.__class__ is dict else None
 
@@ -169,7 +170,7 @@ def _ensure_hub() -> None:
         get_hub()
 
 
-def _enter(layer: dict) -> _Token:
+def _enter(layer: Dict[str, Any]) -> _Token:
     g = getcurrent()
     before = getattr(g, _TREE, _ABSENT)
     if before.__class__ is dict:
@@ -210,7 +211,7 @@ def _exit(token: _Token) -> None:
     node = node[1]
     for layer in reversed(above):
         node = (layer, node)
-    new: Dict[str, Any] = dict(tree) if tree.__class__ is dict else {}  # type: ignore[arg-type]
+    new: Dict[str, Any] = dict(tree) if tree.__class__ is dict else {}
     if node is None:
         new.pop(_KEY, None)
     else:
@@ -232,7 +233,7 @@ _shared: Dict[str, Any] = {}  # the defaults snapshot handed out while nothing o
 _shared_version = -1
 # snapshots of the defaults with the same keyword values on top (with_websocket
 # always passes max_queue=1): shared too, as long as the defaults do not change
-_variants: Dict[tuple, Dict[str, Any]] = {}
+_variants: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
 _MAX_VARIANTS = 32
 
 
@@ -262,7 +263,7 @@ def effective(**call_values: Any) -> Dict[str, Any]:
         # the validators hand back unchanged are keyed).  The type is part of
         # the key: 5 and 5.0 are equal, but a snapshot gives back exactly the
         # value it was given.
-        key: Optional[tuple] = tuple((k, v.__class__, v) for k, v in call_values.items())
+        key: Optional[Tuple[Any, ...]] = tuple((k, v.__class__, v) for k, v in call_values.items())
         try:
             values = _variants.get(key)  # type: ignore[arg-type]
         except TypeError:  # an unhashable value (e.g. a list of subprotocols)
@@ -303,7 +304,7 @@ class Parameters:
         _defaults.update(validate({name: value}))
         _changed()
 
-    def __dir__(self):
+    def __dir__(self) -> List[str]:
         return sorted(_SPEC)
 
     def defaults(self) -> Dict[str, Any]:
@@ -326,7 +327,7 @@ class _Block(contextlib.ContextDecorator):
 
     __slots__ = ("_layer", "_tokens")
 
-    def __init__(self, layer: dict) -> None:
+    def __init__(self, layer: Dict[str, Any]) -> None:
         self._layer = layer
         self._tokens: List[_Token] = []
 

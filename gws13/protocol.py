@@ -13,7 +13,7 @@ from __future__ import annotations
 import codecs
 import enum
 import os
-from typing import Any, List, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
                          ReservedBitsNotSupported, WebSocketError)
@@ -175,7 +175,7 @@ class Protocol:
         # the message being assembled
         self._op: Optional[int] = None
         self._compressed = False
-        self._parts: list = []
+        self._parts: List[Any] = []
         self._size = 0          # its data so far (decompressed)
         self._frames = 0        # its frames so far
         self._wire = 0          # its compressed data so far
@@ -185,7 +185,7 @@ class Protocol:
         # remaining, offset, payload, view]; for a whole binary message read in
         # place (C extension), payload is the message's bytes being filled and
         # view a writable memoryview of them, else both are None
-        self._frame: Optional[list] = None
+        self._frame: Optional[List[Any]] = None
         #: application bytes of the complete messages received and sent (UTF-8
         #: for text; decompressed), for the metrics
         self.payload_in = self.payload_out = 0
@@ -200,7 +200,8 @@ class Protocol:
         return State.OPEN
 
     # -- incoming ----------------------------------------------------------
-    def receive_data(self, data, messages: Optional[list] = None) -> List[Event]:
+    def receive_data(self, data: Union[bytes, bytearray, memoryview],
+                     messages: Optional[List[Union[str, bytes]]] = None) -> List[Event]:
         """Consume bytes from the peer; return the events they complete.
 
         With a ``messages`` list the data of complete messages (``str`` for
@@ -247,7 +248,7 @@ class Protocol:
         finally:
             mv.release()
         if self.close_received:
-            buf.clear()
+            buf.clear()  # type: ignore[unreachable]  # _parse sets it: mypy keeps the narrowing above
         else:
             del buf[:pos]
         return events
@@ -263,7 +264,8 @@ class Protocol:
         if frame is None or frame[7] is None or self._buf:
             return None
         offset = frame[5]
-        return frame[7][offset:offset + frame[4]]
+        view: memoryview = frame[7][offset:offset + frame[4]]
+        return view
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection."""
@@ -271,7 +273,8 @@ class Protocol:
             self.close_code, self.close_reason = 1006, ""
         self.eof = True
 
-    def _parse(self, buf, mv: memoryview, events: List[Event], emit, pos: int) -> int:
+    def _parse(self, buf: Union[bytearray, memoryview], mv: memoryview, events: List[Event],
+               emit: Callable[[Any], Any], pos: int) -> int:
         n = len(buf)
         # server side only: frames up to this size need no limit check
         small = -1 if self.client else min(125, self.max_frame_size, self.max_message_size)
@@ -280,7 +283,7 @@ class Protocol:
                 pos = self._stream(mv, pos, n, emit)
                 if self._frame is not None:
                     break
-                continue
+                continue  # type: ignore[unreachable]  # _stream clears it: mypy keeps the narrowing above
             if n - pos < 2:
                 break
             b0 = buf[pos]
@@ -335,7 +338,7 @@ class Protocol:
                 if new_payload is not None and b0 & 0xF0 == 0x80 and opcode == OP_BINARY:
                     payload, view = new_payload(length)
                 else:
-                    payload = view = None
+                    payload = view = None  # type: ignore[assignment]
                 self._frame = [opcode, b0 & 0x80, b0 & 0x70, mask, length, 0, payload, view]
                 pos = start
         return pos
@@ -398,7 +401,7 @@ class Protocol:
         self._inflated = 0
         self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
 
-    def _on_data(self, opcode: int, b0: int, payload: bytes, emit) -> None:
+    def _on_data(self, opcode: int, b0: int, payload: bytes, emit: Callable[[Any], Any]) -> None:
         if opcode != OP_CONT:
             rsv = b0 & 0x70
             if b0 & 0x80 and not rsv:
@@ -413,16 +416,16 @@ class Protocol:
         if b0 & 0x80:
             self._finish(emit)
 
-    def _stream(self, mv: memoryview, pos: int, n: int, emit) -> int:
-        frame = self._frame
+    def _stream(self, mv: memoryview, pos: int, n: int, emit: Callable[[Any], Any]) -> int:
+        frame: List[Any] = self._frame  # type: ignore[assignment]  # called only with a frame in progress
         opcode, fin, rsv, mask, remaining, offset, payload, view = frame
-        take = min(remaining, n - pos)
+        take: int = min(remaining, n - pos)
         if not take and remaining:
             return pos
-        chunk = mv[pos:pos + take]
+        chunk: Union[memoryview, bytes] = mv[pos:pos + take]
         if view is not None:
             # copies and unmasks, or only unmasks what recv_into put in place
-            unmask_into(view, offset, chunk, mask and mask[offset & 3:] + mask[:offset & 3])
+            unmask_into(view, offset, chunk, mask and mask[offset & 3:] + mask[:offset & 3])  # type: ignore[misc]  # a view comes only with the C extension
             if take < remaining:
                 frame[4] = remaining - take
                 frame[5] = offset + take
@@ -461,7 +464,7 @@ class Protocol:
         room = frame_room if frame_room < message_room else message_room
         if chunk is not None:
             self._wire += len(chunk)
-        out = self.deflate.inflate(chunk, room)
+        out: bytes = self.deflate.inflate(chunk, room)
         if len(out) > room:
             # the allowed part is checked first: the error reported is the one
             # at the earliest byte, however the data were split
@@ -507,7 +510,7 @@ class Protocol:
                 return
         parts.append(chunk)
 
-    def _finish(self, emit) -> None:
+    def _finish(self, emit: Callable[[Any], Any]) -> None:
         if self._compressed:
             # the end of the deflate stream: plain inflater output from here on
             self._feed(None)
@@ -573,14 +576,14 @@ class Protocol:
             raise ConnectionClosed(self.close_code or 1006, self.close_reason)
         cls = data.__class__
         if cls is str:
-            payload = data.encode("utf-8")
+            payload = data.encode("utf-8")  # type: ignore[union-attr]  # cls is str
             opcode = OP_BINARY if binary else OP_TEXT
         elif cls is bytes or isinstance(data, (bytes, bytearray, memoryview)):
             payload = data
             opcode = OP_TEXT if binary is False else OP_BINARY
             if opcode == OP_TEXT:
                 try:
-                    codecs.decode(payload, "utf-8")
+                    codecs.decode(payload, "utf-8")  # type: ignore[arg-type]  # bytes-like here
                 except UnicodeDecodeError:
                     raise InvalidData("text payload is not valid UTF-8") from None
         else:

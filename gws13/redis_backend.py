@@ -146,7 +146,7 @@ class RedisBackend:
     def __init__(self, hub: Any, url: str, *, prefix: str = "gws13:", outbox_size: int = 1000,
                  ping_interval: float = 5.0, socket_timeout: float = 5.0,
                  connect_timeout: float = 2.0, max_backoff: float = 1.0, batch: int = 256) -> None:
-        kwargs = parse_url(url)
+        kwargs = parse_url(url)  # type: ignore[no-untyped-call]  # redis leaves it unannotated
         connection_class = kwargs.pop("connection_class", None) or _GeventConnection
         # RESP2: pub/sub messages are plain replies (RESP3 would route them to push handlers)
         kwargs.update(socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
@@ -166,7 +166,7 @@ class RedisBackend:
         self._pid: Optional[int] = None
         self._owner: Any = None
         self._running = False
-        self._greenlets: List[gevent.Greenlet] = []
+        self._greenlets: List[gevent.Greenlet[Any, Any]] = []
         self._wake: Optional[Event] = None
         self._publisher_id = os.urandom(8)
         self._seq = 0
@@ -396,8 +396,8 @@ class RedisBackend:
                     if outbox and probe and self.subscribed:
                         probe = False
                         self._probe()
-                    self._wake.clear()
-                    self._wake.wait()
+                    self._wake.clear()  # type: ignore[union-attr]  # set by start() before this greenlet runs
+                    self._wake.wait()  # type: ignore[union-attr]
                     continue
                 if connection is None:
                     try:

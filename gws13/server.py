@@ -44,7 +44,7 @@ _log = logging.getLogger("gws13.server")
 
 #: Longest request line, CRLF included, that :class:`WebSocketHandler` reads
 #: (gevent.pywsgi's limit); a longer one is answered 414 and the connection closed.
-MAX_REQUEST_LINE = pywsgi.MAX_REQUEST_LINE - 1
+MAX_REQUEST_LINE = pywsgi.MAX_REQUEST_LINE - 1  # type: ignore[attr-defined]  # not in gevent's stubs
 #: Largest header section (every header line with its CRLF, the empty line
 #: included); a larger one is answered 431 and the connection closed.
 MAX_HEADER_BYTES = 32768
@@ -105,7 +105,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def error_response(exc: HandshakeError, start_response: Callable) -> List[bytes]:
+def error_response(exc: HandshakeError, start_response: Callable[..., Any]) -> List[bytes]:
     """Answer a failed handshake: the error's status and a one-line reason."""
     body = (exc.reason or "bad WebSocket handshake").encode("utf-8") + b"\n"
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
@@ -117,29 +117,30 @@ def error_response(exc: HandshakeError, start_response: Callable) -> List[bytes]
     return [body]
 
 
-def _offered_subprotocols(environ: dict) -> List[str]:
+def _offered_subprotocols(environ: dict[str, Any]) -> List[str]:
     value = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
-def select_subprotocol(environ: dict, params: Dict[str, Any]) -> Optional[str]:
+def select_subprotocol(environ: dict[str, Any], params: Dict[str, Any]) -> Optional[str]:
     """The subprotocol to answer with: the ``select_subprotocol(offered, environ)``
     hook's choice, else the first of ``subprotocols`` that the client offered.
     Never one the client did not offer (RFC 6455 §4.2.2)."""
     offered = _offered_subprotocols(environ)
     hook = params.get("select_subprotocol")
     if hook is not None:
-        chosen = hook(offered, environ)
+        chosen: Optional[str] = hook(offered, environ)
         if chosen is not None and chosen not in offered:
             raise UnexpectedError(f"select_subprotocol chose {chosen!r}, which the client did not offer")
         return chosen
+    name: str
     for name in params.get("subprotocols") or ():
         if name in offered:
             return name
     return None
 
 
-def negotiate(environ: dict, params: Dict[str, Any]) -> Tuple[bytes, Protocol, Optional[str], Optional[str]]:
+def negotiate(environ: dict[str, Any], params: Dict[str, Any]) -> Tuple[bytes, Protocol, Optional[str], Optional[str]]:
     """Everything the 101 depends on: the response head, the protocol object,
     the chosen subprotocol and extensions header."""
     key = environ.get("gws13.key") or check_request(environ)
@@ -184,7 +185,7 @@ def _track(server: Any, ws: WebSocket) -> None:
                 # a descriptor that a greenlet still waits on (a blocked send)
                 # is closed by the hub once that wait is cancelled: let it run
                 # (bounded: a busy loop is seldom idle)
-                with gevent.Timeout(1, False):
+                with gevent.Timeout(1, False):  # type: ignore[arg-type]  # False: expire silently (gevent's documented form)
                     gevent.idle()
 
         server.close = close
@@ -218,7 +219,7 @@ class _LimitedHead:
 
     def readline(self, size: int = -1) -> bytes:
         limit = self._left + 1
-        line = self._fp.readline(limit if size < 0 else min(size, limit))
+        line: bytes = self._fp.readline(limit if size < 0 else min(size, limit))
         self._left -= len(line)
         if self._left < 0:
             raise _HeadTooLarge(f"header section over {MAX_HEADER_BYTES} bytes")
@@ -270,7 +271,8 @@ class WebSocketHandler(WSGIHandler):
     def _head_timeout(self, first: bool) -> float:
         """Seconds allowed for the next request head (0: no limit); ``first``:
         the connection's first request."""
-        return _params.parameters.handshake_timeout
+        seconds: float = _params.parameters.handshake_timeout
+        return seconds
 
     def read_requestline(self) -> str:
         seconds = self._head_timeout(not self._gws13_heads)
@@ -281,17 +283,17 @@ class WebSocketHandler(WSGIHandler):
             timer = self._gws13_timer = gevent.Timeout(seconds)
             timer.start()
         try:
-            line = self.rfile.readline(pywsgi.MAX_REQUEST_LINE)
+            line = self.rfile.readline(pywsgi.MAX_REQUEST_LINE)  # type: ignore[attr-defined]
         except OSError as exc:  # pywsgi then ends the connection without a word
             _log.debug("%s: connection lost before a request line: %s", self._peer(), _describe(exc))
             raise
-        if line[-1:] != b"\n" and len(line) < pywsgi.MAX_REQUEST_LINE:
+        if line[-1:] != b"\n" and len(line) < pywsgi.MAX_REQUEST_LINE:  # type: ignore[attr-defined]
             if line:
                 _log.debug("%s: connection closed in the middle of the request line", self._peer())
             return ""  # nothing to answer (pywsgi would parse the piece, and fail loudly)
         return line.decode("latin-1")
 
-    def read_request(self, raw_requestline: str) -> bool:
+    def read_request(self, raw_requestline: str) -> Any:  # what pywsgi's returns
         try:
             return super().read_request(raw_requestline)
         finally:
@@ -309,7 +311,7 @@ class WebSocketHandler(WSGIHandler):
             timer.close()
 
     def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 (pywsgi's name)
-        headers = pywsgi.headers_factory(_LimitedHead(fp), *args)
+        headers = pywsgi.headers_factory(_LimitedHead(fp), *args)  # type: ignore[attr-defined]  # not in gevent's stubs
         if headers.defects:
             # a line that is no header field: the parser would take it and
             # every header after it for a body, and drop them silently
@@ -320,7 +322,7 @@ class WebSocketHandler(WSGIHandler):
         # pywsgi prints a traceback for anything but a ValueError (a reset while
         # reading the headers, too many of them) and logs every bad request to
         # the error log; then handle() writes the 400 on a possibly dead socket
-        if isinstance(ex, OSError) and not isinstance(ex, pywsgi._InvalidClientInput):
+        if isinstance(ex, OSError) and not isinstance(ex, pywsgi._InvalidClientInput):  # type: ignore[attr-defined]  # not in gevent's stubs
             _log.debug("%s: connection lost in the request head: %s", self._peer(), _describe(ex))
             self.close_connection = True
             return None
@@ -329,11 +331,11 @@ class WebSocketHandler(WSGIHandler):
             return ("431", _HEADERS_TOO_LARGE)
         _log.debug("%s: bad request: %s", self._peer(),
                    getattr(ex, "formatted_message", None) or str(ex) or type(ex).__name__)
-        return ("400", pywsgi._BAD_REQUEST_RESPONSE)
+        return ("400", pywsgi._BAD_REQUEST_RESPONSE)  # type: ignore[attr-defined]  # not in gevent's stubs
 
     def _sendall(self, data: bytes) -> None:
         try:
-            super()._sendall(data)
+            super()._sendall(data)  # type: ignore[misc]  # pywsgi's WSGIHandler._sendall is not in gevent's stubs
         except OSError as exc:
             self._gws13_lost = exc
             raise
@@ -353,7 +355,7 @@ class WebSocketHandler(WSGIHandler):
         return _format_address(self.client_address)
 
     def run_application(self) -> None:
-        environ = self.environ
+        environ: Dict[str, Any] = self.environ  # type: ignore[assignment]  # set by handle_one_request
         if not is_upgrade_request(environ):
             return super().run_application()
         try:
@@ -374,7 +376,7 @@ class WebSocketHandler(WSGIHandler):
         self._gws13_refused = False
         try:
             try:
-                self.result = self.application(environ, self.start_response)
+                self.result = self.application(environ, self.start_response)  # type: ignore[misc]  # set by handle_one_request
             except AccessDenied:
                 if not self._gws13_refused:
                     raise
@@ -390,7 +392,7 @@ class WebSocketHandler(WSGIHandler):
                 if not isinstance(exc, (WebSocketError, gevent.GreenletExit)):
                     # one ERROR record on gws13.server, or (logging not configured) pywsgi's printer
                     if not report_application_error(ws):
-                        self._log_error(*sys.exc_info())
+                        self._log_error(*sys.exc_info())  # type: ignore[attr-defined]  # pywsgi's WSGIHandler._log_error is not in gevent's stubs
                     return None
                 if isinstance(exc, gevent.GreenletExit):
                     raise
@@ -442,11 +444,11 @@ class WebSocketHandler(WSGIHandler):
         rfile = self.rfile
         pending = _take_buffered(rfile, self.socket)
         # the HTTP reader and its 8 KiB buffer would live as long as the connection
-        self.rfile = None
+        self.rfile = None  # type: ignore[assignment]  # dropped on purpose: see above
         if getattr(self, "wsgi_input", None) is not None:
             # pywsgi only calls _discard() on it after the application: there is
             # no request body to skip on a WebSocket
-            self.wsgi_input = _NO_INPUT
+            self.wsgi_input = _NO_INPUT  # type: ignore[assignment]
         if environ.get("wsgi.input") is not None and not isinstance(environ["wsgi.input"], io.BytesIO):
             environ["wsgi.input"] = io.BytesIO()
         if rfile is not None:
@@ -464,7 +466,7 @@ class WebSocketHandler(WSGIHandler):
         ws._acceptor = None
         # the parsed request headers (an email Message, ~1.3 KB) would live as
         # long as the connection; only an access log reads them again
-        self.headers = _HeadersFromEnviron(environ)
+        self.headers = _HeadersFromEnviron(environ)  # type: ignore[assignment]  # an access log reads only .get() of it
         self.status = "101 Switching Protocols"
         self.headers_sent = True
         self.close_connection = True
@@ -497,11 +499,11 @@ class WebSocketServer(pywsgi.WSGIServer):
             # The standard library's context makes the standard library's
             # sockets: blocking, so one peer that stops reading would stop the
             # whole server.  gevent's socket takes any context.
-            self.wrap_socket = functools.partial(_cooperative_tls, context)
+            self.wrap_socket = functools.partial(_cooperative_tls, context)  # type: ignore[method-assign,misc]
 
     def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
         try:
-            ssl_socket = self.wrap_socket(client_socket, **self.ssl_args)
+            ssl_socket = self.wrap_socket(client_socket, **self.ssl_args)  # type: ignore[misc,arg-type]
         except OSError as exc:  # e.g. reset between accept and wrap (ENOTCONN)
             _log.debug("%s: connection lost before TLS: %s", _format_address(address), _describe(exc))
             return None
@@ -531,7 +533,7 @@ class _HeadersFromEnviron:
 
     __slots__ = ("_environ", "_message")
 
-    def __init__(self, environ: dict) -> None:
+    def __init__(self, environ: dict[str, Any]) -> None:
         self._environ = environ
         self._message: Any = None
 
@@ -547,7 +549,7 @@ class _HeadersFromEnviron:
                 if isinstance(value, str):
                     lines.append(f"{key.replace('_', '-').title()}: {value}\r\n")
             head = ("".join(lines) + "\r\n").encode("latin-1", "replace")
-            message = self._message = pywsgi.headers_factory(io.BytesIO(head))
+            message = self._message = pywsgi.headers_factory(io.BytesIO(head))  # type: ignore[attr-defined]  # not in gevent's stubs
         return message
 
     def __getattr__(self, name: str) -> Any:
@@ -611,7 +613,7 @@ def _take_buffered(rfile: Any, sock: Any) -> bytes:
 _params.define("require_subprotocol", False, _params._flag)
 
 
-def websocket_from_environ(environ: dict) -> Optional[WebSocket]:
+def websocket_from_environ(environ: dict[str, Any]) -> Optional[WebSocket]:
     """A not-yet-accepted WebSocket for a request served by a handler other than
     :class:`WebSocketHandler`, or None where the socket cannot be taken over.
 
@@ -647,8 +649,8 @@ def websocket_from_environ(environ: dict) -> Optional[WebSocket]:
     return ws
 
 
-def finish_response(environ: dict, result: Iterable[bytes],
-                    start_response: Optional[Callable] = None) -> Iterable[bytes]:
+def finish_response(environ: dict[str, Any], result: Iterable[bytes],
+                    start_response: Optional[Callable[..., Any]] = None) -> Iterable[bytes]:
     """Return what a WSGI application should return once the WebSocket of
     ``environ`` has ended: ``result`` itself, except after
     :func:`websocket_from_environ` took a gunicorn ``gevent`` worker's socket
@@ -672,7 +674,7 @@ def finish_response(environ: dict, result: Iterable[bytes],
     if isinstance(handler, WSGIHandler) and not handler.headers_sent:
         # as WebSocketHandler does: the response (the 101, or a refusal) was
         # written by the takeover, the handler has nothing more to write
-        handler.status = handler._orig_status = takeover.status
+        handler.status = handler._orig_status = takeover.status  # type: ignore[attr-defined]  # pywsgi's WSGIHandler._orig_status is not in gevent's stubs
         handler.code = int(takeover.status.split(None, 1)[0])
         handler.response_headers = []
         handler.response_length = takeover.sent
@@ -749,13 +751,13 @@ class _Takeover:
         self.status = "101 Switching Protocols"
         self.sock.sendall(head)
         ws.subprotocol, ws.extensions = subprotocol, extensions
-        ws._start(self.sock, proto, params, pending)
+        ws._start(self.sock, proto, params, pending)  # type: ignore[arg-type]  # a _Borrowed socket has what WebSocket uses of a socket
 
-    def _answer(self, app: Callable, environ: dict) -> None:
+    def _answer(self, app: Callable[..., Any], environ: dict[str, Any]) -> None:
         """Write a whole HTTP response from the WSGI ``app`` and end the connection."""
         response: List[Any] = []
 
-        def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+        def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
             response[:] = [status, headers]
             return chunks.append
 
@@ -802,7 +804,7 @@ class _PywsgiTakeover(_Takeover):
             pass
 
 
-def _pywsgi_takeover(environ: dict) -> Optional[_Takeover]:
+def _pywsgi_takeover(environ: dict[str, Any]) -> Optional[_Takeover]:
     stream = environ.get("wsgi.input")
     # upgrade requests get the handler's rfile itself; others an Input around it
     rfile = stream.rfile if isinstance(stream, pywsgi.Input) else stream
@@ -818,7 +820,7 @@ class _GunicornTakeover(_Takeover):
     # on a missing status); it closes the socket afterwards.
     raise_stop_iteration = True
 
-    def __init__(self, sock: Any, environ: dict) -> None:
+    def __init__(self, sock: Any, environ: dict[str, Any]) -> None:
         super().__init__(sock)
         self.environ = environ
 
@@ -833,12 +835,12 @@ class _GunicornTakeover(_Takeover):
         buf = getattr(unreader, "buf", None)
         if buf is None:
             return b""
-        data = buf.getvalue()
+        data: bytes = buf.getvalue()
         unreader.buf = io.BytesIO()
         return data
 
 
-def _gunicorn_takeover(environ: dict) -> Optional[_Takeover]:
+def _gunicorn_takeover(environ: dict[str, Any]) -> Optional[_Takeover]:
     sock = environ.get("gunicorn.socket")
     # only the gevent worker: sync/gthread workers block a thread per connection
     if not isinstance(sock, gsocket.socket):

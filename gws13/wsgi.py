@@ -20,7 +20,7 @@ from .server import error_response, finish_response
 
 __all__ = ["websocket_app"]
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def websocket_app(proc: Callable[[WebSocket], Any], *, fallback: Optional[WSGIApp] = None,
@@ -41,7 +41,7 @@ def websocket_app(proc: Callable[[WebSocket], Any], *, fallback: Optional[WSGIAp
         raise TypeError("fallback must be a WSGI application")
     _params.validate(params)  # a typo fails at start-up, not at the first connection
 
-    def websocket_application(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def websocket_application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not is_upgrade_request(environ):
             if fallback is not None:
                 return fallback(environ, start_response)

@@ -40,10 +40,10 @@ __all__ = ["GeventWebSocketServer", "websocket"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class GeventWebSocketServer(bottle.ServerAdapter):
+class GeventWebSocketServer(bottle.ServerAdapter):  # type: ignore[misc]  # bottle is untyped
     """``bottle.run(server=GeventWebSocketServer, host=..., port=..., **pywsgi_options)``."""
 
-    def run(self, handler: Callable) -> None:  # type: ignore[override]
+    def run(self, handler: Callable[..., Any]) -> None:
         options = dict(self.options)
         if self.quiet:
             options.setdefault("log", None)

@@ -79,7 +79,7 @@ class WebSocket:
     #: how the socket was obtained (simple-websocket's attribute)
     mode = "gevent"
 
-    def __init__(self, ws: gws13.WebSocket, environ: dict) -> None:
+    def __init__(self, ws: gws13.WebSocket, environ: dict[str, Any]) -> None:
         self.gws13_websocket = ws
         self.environ = environ
         self._ended = False  # receive() raised ConnectionClosed once
@@ -161,7 +161,7 @@ class WebSocket:
         return f"<gws13.compat.flask_sock.WebSocket {'connected' if self.connected else 'closed'}>"
 
 
-def _client_order(offered: List[str], environ: dict) -> Optional[str]:
+def _client_order(offered: List[str], environ: dict[str, Any]) -> Optional[str]:
     # simple-websocket's choice: the first subprotocol *the client* listed
     # that the server accepts
     accepted = environ.get(_SUBPROTOCOLS_KEY) or ()
@@ -171,7 +171,7 @@ def _client_order(offered: List[str], environ: dict) -> Optional[str]:
     return None
 
 
-def _parameters(options: Mapping[str, Any], environ: dict) -> Dict[str, Any]:
+def _parameters(options: Mapping[str, Any], environ: dict[str, Any]) -> Dict[str, Any]:
     """gws13 parameters for simple-websocket ``Server`` options.
 
     Raises TypeError for an option neither library knows."""
@@ -211,7 +211,7 @@ class _UpgradedResponse(flask.Response):
         super().__init__(status=101)
         self._gws13_result = result
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:  # type: ignore[override]
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         return finish_response(environ, self._gws13_result, start_response)
 
 
@@ -221,12 +221,12 @@ def _keep_upgraded(response: flask.Response) -> flask.Response:
     return response if isinstance(response, _UpgradedResponse) else _UpgradedResponse()
 
 
-def _serve(f: Callable, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> flask.Response:
+def _serve(f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> flask.Response:
     environ = flask.request.environ
     params = _parameters(flask.current_app.config.get("SOCK_SERVER_OPTIONS") or {}, environ)
     captured: List[Any] = []
 
-    def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
+    def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
         captured[:] = [status, headers]
         return lambda data: None
 

@@ -47,12 +47,12 @@ class SocketMiddleware:
     """Wraps the Flask app's ``wsgi_app``: WebSocket requests that match a
     socket route go to it, everything else to Flask."""
 
-    def __init__(self, wsgi_app: Callable, app: "flask.Flask", socket: "Sockets") -> None:
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], app: "flask.Flask", socket: "Sockets") -> None:
         self.ws = socket
         self.app = app
         self.wsgi_app = wsgi_app
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not is_websocket_request(environ):
             return self.wsgi_app(environ, start_response)
         adapter = self.ws.url_map.bind_to_environ(environ)
@@ -86,15 +86,15 @@ class Sockets:
     def init_app(self, app: "flask.Flask") -> None:
         app.wsgi_app = SocketMiddleware(app.wsgi_app, app, self)  # type: ignore[method-assign]
 
-    def route(self, rule: str, **options: Any) -> Callable[[Callable], Callable]:
+    def route(self, rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: ``f(ws, **url_variables)`` serves WebSocket requests to ``rule``."""
-        def decorator(f: Callable) -> Callable:
+        def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
             endpoint = options.pop("endpoint", None)
             self.add_url_rule(rule, endpoint, f, **options)
             return f
         return decorator
 
-    def add_url_rule(self, rule: str, _: Any, f: Callable, **options: Any) -> None:
+    def add_url_rule(self, rule: str, _: Any, f: Callable[..., Any], **options: Any) -> None:
         # websocket=True: Werkzeug 2+ only matches upgrade requests to such rules
         # (Flask-Sockets' plain rules raise WebsocketMismatch there)
         self.url_map.add(Rule(rule, endpoint=f, defaults=options.get("defaults") or None, websocket=True))

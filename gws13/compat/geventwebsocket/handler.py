@@ -67,7 +67,7 @@ class WebSocketHandler(gws13.WebSocketHandler):
             self.application = application
             self.websocket = None
 
-    def _run_websocket(self, application: Any, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def _run_websocket(self, application: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         protocol = None
         if hasattr(application, "app_protocol"):
             protocol = application.app_protocol(environ.get("PATH_INFO", "")) or None
@@ -88,7 +88,8 @@ class WebSocketHandler(gws13.WebSocketHandler):
     @property
     def active_client(self) -> Client:
         """This connection's entry in ``server.clients``."""
-        return self.server.clients[self.client_address]  # type: ignore[attr-defined]
+        client: Client = self.server.clients[self.client_address]  # type: ignore[attr-defined]
+        return client
 
     @property
     def logger(self) -> logging.Logger:

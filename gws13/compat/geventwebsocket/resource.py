@@ -95,13 +95,14 @@ class Resource:
         app = self._app_by_path(path, True)
         return app.protocol_name() if hasattr(app, "protocol_name") else ""
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         websocket_call = is_websocket_request(environ)
         app = self._app_by_path(environ.get("PATH_INFO", ""), websocket_call)
         if app is None:
             raise Exception("No apps defined")
         if not websocket_call:
-            return app(environ, start_response)
+            body: Iterable[bytes] = app(environ, start_response)
+            return body
 
         def run(ws: WebSocket) -> None:
             current = app(ws)

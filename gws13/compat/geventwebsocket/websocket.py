@@ -78,7 +78,7 @@ class WebSocket:
 
     __slots__ = ("gws13_websocket", "environ", "handler", "_ended", "_closed_here", "__weakref__")
 
-    def __init__(self, ws: gws13.WebSocket, environ: dict, handler: Any) -> None:
+    def __init__(self, ws: gws13.WebSocket, environ: dict[str, Any], handler: Any) -> None:
         #: the gws13 connection carrying this socket (its own API is there too)
         self.gws13_websocket = ws
         self.environ = environ
@@ -261,7 +261,7 @@ class _HandlerView:
     what gevent-websocket applications read from it, and everything else
     from the real handler when there is one."""
 
-    def __init__(self, handler: Any, environ: dict) -> None:
+    def __init__(self, handler: Any, environ: dict[str, Any]) -> None:
         self._handler = handler
         if handler is not None:
             self.server = handler.server
@@ -272,7 +272,8 @@ class _HandlerView:
 
     @property
     def active_client(self) -> Client:
-        return self.server.clients[self.client_address]
+        client: Client = self.server.clients[self.client_address]
+        return client
 
     @property
     def logger(self) -> logging.Logger:
@@ -291,7 +292,7 @@ def _port(value: Any) -> Any:
         return value
 
 
-def _handler_for(start_response: Optional[Callable], environ: dict) -> Any:
+def _handler_for(start_response: Optional[Callable[..., Any]], environ: dict[str, Any]) -> Any:
     handler = getattr(start_response, "__self__", None)
     if getattr(handler, "_gws13_compat_handler", False):
         return handler  # the facade's own WebSocketHandler has it all
@@ -299,8 +300,8 @@ def _handler_for(start_response: Optional[Callable], environ: dict) -> Any:
 
 
 @contextlib.contextmanager
-def adopt(ws: gws13.WebSocket, environ: dict, handler: Any = None,
-          start_response: Optional[Callable] = None) -> Iterator[WebSocket]:
+def adopt(ws: gws13.WebSocket, environ: dict[str, Any], handler: Any = None,
+          start_response: Optional[Callable[..., Any]] = None) -> Iterator[WebSocket]:
     """Wrap the accepted gws13 connection ``ws`` in a gevent-websocket socket,
     put it in ``environ["wsgi.websocket"]`` and in ``handler.server.clients``
     for the duration of the ``with`` block.
@@ -324,7 +325,7 @@ def adopt(ws: gws13.WebSocket, environ: dict, handler: Any = None,
             del clients[address]
 
 
-def serve(environ: dict, start_response: Callable, proc: Callable[[WebSocket], Any],
+def serve(environ: dict[str, Any], start_response: Callable[..., Any], proc: Callable[[WebSocket], Any],
           subprotocol: Optional[str] = None, handler: Any = None) -> Iterable[bytes]:
     """Upgrade the request, run ``proc(ws)`` with a gevent-websocket socket and
     close the connection when it returns; return the WSGI response.
@@ -352,6 +353,6 @@ def serve(environ: dict, start_response: Callable, proc: Callable[[WebSocket], A
     return finish_response(environ, result, start_response)
 
 
-def is_websocket_request(environ: dict) -> bool:
+def is_websocket_request(environ: dict[str, Any]) -> bool:
     """True for a request that asks for a WebSocket (or was upgraded already)."""
     return environ.get("wsgi.websocket") is not None or is_upgrade_request(environ)
