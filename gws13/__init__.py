@@ -19,6 +19,7 @@ from .params import Parameters, parameterize, parameters
 from .server import WebSocketHandler
 from .client import connect
 from .wsgi import websocket_app
+from . import testing  # gws13.testing.Client, usable after a plain "import gws13"
 
 __version__ = "0.1.0"
 
