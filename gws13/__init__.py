@@ -8,7 +8,7 @@ egg-style API: ``with_websocket(environ, start_response, proc)``.
 
 from .api import (current_websocket, receive_message, send_message, with_concurrent_websocket,
                   with_websocket)
-from .connection import PendingPing, WebSocket
+from .connection import MessageStream, PendingPing, WebSocket
 from .deflate import Deflate  # also registers the ``compression`` parameter
 from .exceptions import (AccessDenied, ConnectionClosed, ConnectionTimeout, HandshakeError,
                          InvalidData, InvalidHandshake, InvalidOptype, MessageTooLarge,
@@ -62,7 +62,7 @@ accelerated, accelerator_reason = _accelerator()
 del _accelerator
 
 __all__ = [
-    "WebSocketHandler", "WebSocket", "PendingPing", "connect", "websocket_app",
+    "WebSocketHandler", "WebSocket", "PendingPing", "MessageStream", "connect", "websocket_app",
     "with_websocket", "with_concurrent_websocket", "receive_message", "send_message",
     "current_websocket", "parameters", "parameterize", "Parameters", "Deflate",
     "WebSocketError", "ProtocolError", "ReservedBitsNotSupported", "InvalidData",

@@ -48,6 +48,8 @@ connection is not kept alive by its timer.
 
 from __future__ import annotations
 
+import codecs
+import collections
 import heapq
 import logging
 import socket
@@ -55,17 +57,18 @@ import struct
 import sys
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.hub import Waiter, get_hub, getcurrent
 
 from . import params as _params
-from .exceptions import ConnectionClosed, ConnectionTimeout, WebSocketError
+from .exceptions import ConnectionClosed, ConnectionTimeout, InvalidData, MessageTooLarge, UnexpectedError, WebSocketError
+from .frames import OP_BINARY, OP_CONT, OP_TEXT
 from .protocol import Close, Ping, Pong, Protocol
 
-__all__ = ["WebSocket", "PendingPing"]
+__all__ = ["WebSocket", "PendingPing", "MessageStream"]
 
 _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of held-back frames that trigger a write at once
@@ -233,6 +236,8 @@ class WebSocket:
         # the writer
         "_wbuf", "_wsize", "_wstate", "_wlimit", "_wio", "_writer", "_wwaiters", "_wpong",
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
+        # streams (issue 15): the message being sent as fragments, the one being received
+        "_wstream", "_rstream",
     )
 
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
@@ -287,6 +292,8 @@ class WebSocket:
         self._wprogress = 0.0  # when the buffer last made progress (or filled)
         self._wdrain: Optional[list] = None  # callbacks run when the buffer drains
         self._ctimer: Any = None  # the closing handshake's deadline
+        self._wstream: Optional[_SendStream] = None  # a fragmented message being sent
+        self._rstream: Any = None  # the MessageStream being read (receive_stream)
 
     # -- set-up ----------------------------------------------------------------
     def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
@@ -404,6 +411,8 @@ class WebSocket:
     def _next(self, timeout: Optional[float]):
         if self._proto is None:
             self._ensure()
+        if self._rstream is not None:
+            self._stream_in_the_way(timeout)
         queue = self._queue
         if self._deferred is not None and queue and queue[0].__class__ is _Closed:
             self._run_deferred()
@@ -451,10 +460,16 @@ class WebSocket:
                 return
             yield item
 
-    def send(self, data: Union[str, bytes, bytearray, memoryview], binary: Optional[bool] = None,
-             compress: Optional[bool] = None) -> None:
+    def send(self, data: Union[str, bytes, bytearray, memoryview, Iterable[Union[str, bytes, bytearray, memoryview]]],
+             binary: Optional[bool] = None, compress: Optional[bool] = None) -> None:
         """Send one message: ``str`` as text, bytes-like as binary (``binary``
         forces the type; ``compress=False`` skips permessage-deflate).
+
+        Any other iterable (a generator, an iterator, a list of chunks) is sent
+        as one fragmented message, a frame per chunk as it yields them: see
+        :meth:`_send_stream` and the Streaming guide.  Its chunks are all
+        ``str`` (text) or all bytes-like (binary); a chunk of another kind
+        raises TypeError.
 
         Returns once the message is in the connection's outgoing buffer; blocks
         while that holds more than ``write_limit`` bytes.  Raises
@@ -465,9 +480,17 @@ class WebSocket:
             proto = self._ensure()
         if self._dropped:
             raise self._closed_error()
+        if self._wstream is not None:
+            self._wait_stream()  # a fragmented message is going out: never interleave
         # Encoded and put in the buffer with no switch in between: frames keep
         # the order of a compressor's shared context, whichever greenlet sends.
-        pieces = proto.send_message(data, binary, compress)
+        try:
+            pieces = proto.send_message(data, binary, compress)
+        except TypeError:
+            if not _is_stream(data):
+                raise
+            self._send_stream(data, binary, compress)
+            return
         raw = self._raw
         if raw is None:
             self._enqueue(pieces, True)
@@ -620,7 +643,7 @@ class WebSocket:
                     return
             else:
                 self._data_received(view[:n])
-            if n < size or self._dropped:
+            if n < size or self._dropped or self._paused:
                 return
 
     def _budget(self, n: int, size: int, spent: float) -> bool:
@@ -962,7 +985,7 @@ class WebSocket:
             self._wthen = None
             then()
         drain = self._wdrain
-        if drain:
+        if drain and self._wstream is None:  # (a stream's end runs them: _end_stream)
             for callback in list(drain):
                 callback()
 
@@ -1006,6 +1029,220 @@ class WebSocket:
             self._ctimer.start(self._drop)
         self._wthen = then
         self._enqueue([frame])
+
+    # -- streams (issue 15) ----------------------------------------------------
+    def receive_stream(self, max_size: Optional[int] = -1,
+                       timeout: Optional[float] = None) -> Optional["MessageStream"]:
+        """The next message as an iterator over its pieces, as its frames arrive
+        (a :class:`MessageStream`): ``str`` pieces for text (decoded
+        incrementally: invalid UTF-8 fails the connection with 1007 as soon as
+        it arrives), ``bytes`` for binary; ``stream.text`` tells which.
+
+        ``max_size`` bounds this message's data (bytes, after decompression):
+        by default the connection's ``max_message_size``; None for no limit;
+        more fails the connection with 1009.  For this message it also stands
+        in for ``max_frame_size``: a streamed frame is never held whole.
+        Memory stays bounded by a few hundred KiB whatever the size: reading
+        from the socket stops while the consumer is behind (TCP backpressure).
+
+        Waits for the message to begin (``timeout`` seconds at most for it and
+        for each piece: TimeoutError).  Returns ``None`` once when the
+        connection has closed, then raises ConnectionClosed, as
+        :meth:`receive` does.  Iterating raises the connection's error
+        (:class:`MessageTooLarge`, :class:`InvalidData`...) or
+        ConnectionClosed if it ends in the middle of the message.
+
+        Mixed use: while a stream is open (not exhausted nor closed),
+        :meth:`receive`, iteration over the WebSocket and another
+        ``receive_stream`` raise RuntimeError.  Closing the stream
+        (``stream.close()``, leaving a ``with`` block, or a ``for`` loop that
+        breaks out of an unreferenced stream) skips the rest of its message:
+        its pieces are read and dropped (the limit still applies) and the
+        connection stays usable for the next message."""
+        proto = self._proto
+        if proto is None:
+            proto = self._ensure()
+        if self._rstream is not None:
+            self._stream_in_the_way(timeout)
+        limit = proto.max_message_size if max_size == -1 else max_size
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"max_size must be a number of bytes or None, got {max_size!r}")
+        queue = self._queue
+        if queue:
+            item = queue[0]
+            if item.__class__ is _Closed:
+                return self._stream_end_of_connection(item)
+            # already assembled (it arrived before this call): one piece
+            del queue[0]
+            if self._paused and len(queue) < self._max_queue:
+                self._unpause()
+            if limit is not None and len(item.encode("utf-8") if item.__class__ is str else item) > limit:
+                error = MessageTooLarge(f"message exceeds max_size {limit}")
+                self.fail(error)
+                raise error
+            return MessageStream(self, timeout, item)
+        stream = MessageStream(self, timeout)
+        self._rstream = stream
+        proto.stream_next(stream, limit)
+        try:
+            stream._wait_start()
+        except BaseException:
+            if proto.stream_cancel():
+                self._rstream = None
+            else:
+                stream.close()
+            raise
+        if stream._state == _S_WAITING:  # the connection ended first
+            proto.stream_cancel()
+            self._rstream = None
+            item = queue[-1] if queue and queue[-1].__class__ is _Closed else _Closed(b"")
+            return self._stream_end_of_connection(item)
+        return stream
+
+    def _stream_end_of_connection(self, item: "_Closed") -> None:
+        if item.returned:
+            raise self._closed_error()
+        item.returned = True
+        return None
+
+    def _stream_in_the_way(self, timeout: Optional[float]) -> None:
+        stream = self._rstream
+        if stream._state != _S_ABANDONED:
+            raise RuntimeError("a message stream of this WebSocket is open: read it to its end or "
+                               "close it before receiving another message")
+        # an abandoned stream's message is still being skipped: the next message follows it
+        stream._wait(timeout, lambda: self._rstream is not stream)
+
+    def _send_stream(self, chunks: Iterable[Any], binary: Optional[bool],
+                     compress: Optional[bool]) -> None:
+        """Send the chunks of ``chunks`` as one fragmented message (RFC 6455
+        5.4): a frame per non-empty chunk as it is produced, then an empty
+        final frame (the end is known only when the iterator is exhausted).
+
+        Every frame goes through the connection's one writer and its
+        ``write_limit`` like any send.  Pings are answered and keepalives sent
+        in between (control frames may be interleaved); other greenlets' sends
+        and :class:`Hub` broadcasts wait until the message has ended.
+        permessage-deflate, when negotiated and not ``compress=False``, runs
+        over the whole message (RSV1 on the first frame, each frame
+        sync-flushed so the peer can inflate it at once).
+
+        Raises TypeError for a chunk that is not str/bytes-like or not of the
+        first chunk's kind, InvalidData for a text stream of bytes that is not
+        UTF-8, and whatever the iterable raises.  Nothing sent yet: just the
+        error.  Once a frame has gone out the message cannot be completed:
+        the connection is closed with 1011 and the error re-raised (a half
+        message is never followed by another)."""
+        if getcurrent() is self._hub:
+            raise RuntimeError("a stream cannot be sent from the hub (it blocks)")
+        iterator = iter(chunks)  # TypeError for a non-iterable, before anything is sent
+        if self._wstream is not None:
+            self._wait_stream()
+        proto = self._proto
+        stream = self._wstream = _SendStream(getcurrent())
+        deflate = proto.deflate if compress is not False else None
+        text: Optional[bool] = None if binary is None else not binary
+        decoder: Any = None
+        opcode = 0
+        try:
+            for chunk in iterator:
+                cls = chunk.__class__
+                if cls is str:
+                    kind = True
+                elif isinstance(chunk, (bytes, bytearray, memoryview)):
+                    kind = False
+                else:
+                    raise TypeError(f"cannot stream a chunk of type {cls.__name__}: str or bytes-like")
+                if stream.kind is None:
+                    stream.kind = kind
+                    if text is None:
+                        text = kind
+                elif kind != stream.kind:
+                    raise TypeError("a stream's chunks must all be str or all bytes-like, not both")
+                payload = chunk.encode("utf-8") if kind else chunk
+                if text and not kind:
+                    if decoder is None:
+                        decoder = codecs.getincrementaldecoder("utf-8")()
+                    try:
+                        decoder.decode(payload)
+                    except UnicodeDecodeError:
+                        raise InvalidData("text stream is not valid UTF-8") from None
+                if not len(payload):
+                    continue
+                if deflate is not None:
+                    payload = deflate.compress_part(payload)
+                if not stream.sent:
+                    opcode = OP_TEXT if text else OP_BINARY
+                    pieces = proto.send_fragment(opcode, payload, False, deflate is not None)
+                else:
+                    pieces = proto.send_fragment(OP_CONT, payload, False)
+                stream.sent = True
+                self._stream_write(pieces)
+            if decoder is not None:
+                try:
+                    decoder.decode(b"", True)
+                except UnicodeDecodeError:
+                    raise InvalidData("text stream ends inside a UTF-8 sequence") from None
+            if not stream.sent:
+                # nothing (or only empty chunks): one empty message of the stream's kind
+                self._wstream = None
+                self._stream_write(proto.send_message("" if text or text is None else b"",
+                                                      None, compress))
+            else:
+                self._stream_write(proto.send_fragment(OP_CONT, deflate.compress_end()
+                                                       if deflate is not None else b"", True))
+        except BaseException as exc:
+            if stream.sent and not self._dropped and not proto.close_sent:
+                # the message cannot be finished: end the connection, never send another
+                error = exc if isinstance(exc, WebSocketError) and not isinstance(exc, ConnectionClosed) \
+                    else UnexpectedError("message stream failed")
+                if self.failure is None:
+                    self.failure = error
+                self._start_close(UnexpectedError.code, "message stream failed", self._linger)
+            raise
+        finally:
+            self._end_send_stream(stream)
+
+    def _stream_write(self, pieces: List[Any]) -> None:
+        # as send() after encoding: into the buffer whole, block above write_limit
+        self._enqueue(pieces, True)
+        if self._wsize > self._wlimit:
+            self._wait_drained()
+        elif self._dropped:
+            raise self._closed_error()
+
+    def _wait_stream(self) -> None:
+        """Block a data send until the fragmented message going out has ended
+        (or the connection: ConnectionClosed).  No deadline of its own: the
+        stream's writes have the connection's (a peer that stops reading
+        fails it after ``connection_timeout``, a close after ``close_timeout``)."""
+        stream = self._wstream
+        current = getcurrent()
+        if stream.owner is current:
+            raise RuntimeError("send() of the same WebSocket inside the iterable it is streaming")
+        if current is self._hub:
+            raise RuntimeError("cannot wait in the hub for a message stream to end")
+        while self._wstream is not None and not self._dropped:
+            waiter = Waiter(self._hub)
+            self._wstream.waiters.append(waiter)
+            try:
+                waiter.get()
+            finally:
+                waiters = stream.waiters
+                if waiter in waiters:
+                    waiters.remove(waiter)
+            stream = self._wstream or stream
+        if self._dropped:
+            raise self._closed_error()
+
+    def _end_send_stream(self, stream: "_SendStream") -> None:
+        if self._wstream is stream:
+            self._wstream = None
+        for waiter in stream.waiters:
+            self._loop.run_callback(waiter.switch, None)
+        stream.waiters = []
+        if not self._wbuf and self._wdrain and not self._dropped:
+            self._drained()  # the Hub's refills held back during the stream
 
     # -- liveness --------------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -1155,3 +1392,199 @@ class WebSocket:
     def __repr__(self) -> str:
         state = "pending" if self._proto is None else self._proto.state.value
         return f"<gws13.WebSocket {self.path or '?'} {state}>"
+
+
+def _is_stream(data: Any) -> bool:
+    """send()'s test for a message given as an iterable of chunks (tried only
+    after str/bytes-like failed: the whole-message path pays nothing)."""
+    return hasattr(data, "__iter__") and not isinstance(data, (str, bytes, bytearray, memoryview, Mapping))
+
+
+class _SendStream:
+    """The fragmented message a connection is sending: its greenlet, the
+    sends waiting for its end, its kind (True: str chunks) and whether a
+    frame went out."""
+
+    __slots__ = ("owner", "waiters", "kind", "sent")
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self.waiters: list = []
+        self.kind: Optional[bool] = None
+        self.sent = False
+
+
+# MessageStream states
+_S_WAITING, _S_OPEN, _S_ENDED, _S_DONE, _S_ABANDONED = range(5)
+# bytes of unread pieces above which reading from the socket stops, and below
+# which it resumes (the protocol overruns the high mark by at most one step)
+_STREAM_HIGH = 1 << 18
+_STREAM_LOW = 1 << 16
+
+
+class MessageStream:
+    """The pieces of one message, as :meth:`WebSocket.receive_stream` returns
+    them: iterate over it (``str`` pieces for text, ``bytes`` for binary).
+    ``text`` is True for a text message; ``received`` counts the bytes (text:
+    characters) given out so far.  A context manager: leaving the block
+    closes it (see :meth:`close`)."""
+
+    __slots__ = ("text", "received", "_ws", "_timeout", "_pieces", "_size", "_state")
+
+    def __init__(self, ws: WebSocket, timeout: Optional[float], whole: Any = None) -> None:
+        self._ws = ws
+        self._timeout = timeout
+        self.received = 0
+        self._pieces: Any = collections.deque()
+        self._size = 0
+        self.text = False
+        if whole is None:
+            self._state = _S_WAITING
+        else:
+            self.text = whole.__class__ is str
+            if whole:
+                self._pieces.append(whole)
+            self._state = _S_ENDED
+
+    # the protocol's sink (runs where the input is parsed, usually the hub)
+    def start(self, text: bool) -> None:
+        self.text = text
+        if self._state == _S_WAITING:
+            self._state = _S_OPEN
+
+    def piece(self, data: Union[str, bytes]) -> None:
+        if self._state == _S_ABANDONED:
+            return  # skipped
+        self._pieces.append(data)
+        self._size += len(data)
+        ws = self._ws
+        if self._size > _STREAM_HIGH and not ws._paused:
+            ws._pause()  # the consumer is behind: TCP backpressure
+
+    def end(self) -> None:
+        if self._state == _S_ABANDONED:
+            # skipped to its end: the connection goes on (the parser wakes the waiters)
+            self._ws._rstream = None
+            self._state = _S_DONE
+        else:
+            self._state = _S_ENDED
+
+    def full(self) -> bool:
+        return self._size > _STREAM_HIGH
+
+    # the consumer's side
+    def __iter__(self) -> "MessageStream":
+        return self
+
+    def __next__(self) -> Union[str, bytes]:
+        while True:
+            pieces = self._pieces
+            if pieces:
+                data = pieces.popleft()
+                self._size -= len(data)
+                self.received += len(data)
+                if self._ws._paused and self._size <= _STREAM_LOW:
+                    self._refill()
+                return data
+            state = self._state
+            if state == _S_ENDED:
+                self._finish()
+                raise StopIteration
+            if state >= _S_DONE:
+                raise StopIteration
+            ws = self._ws
+            if ws._dropped or ws.closed or ws._proto.failure is not None:
+                self._state = _S_DONE
+                ws._rstream = None
+                failure = ws.failure
+                if isinstance(failure, WebSocketError) and not isinstance(failure, ConnectionClosed):
+                    raise failure
+                raise ws._closed_error()
+            self._wait(self._timeout, lambda: bool(self._pieces) or self._state != _S_OPEN
+                       or ws._dropped or ws.closed or ws._proto.failure is not None)
+
+    def read(self) -> Union[str, bytes]:
+        """The rest of the message in one str/bytes (as much memory as it is)."""
+        parts = list(self)
+        if self.text:
+            return "".join(parts)  # type: ignore[arg-type]
+        return b"".join(parts)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Skip the rest of the message (read and dropped as it arrives; the
+        size limit still applies); the connection goes on with the next one.
+        Does nothing once the message has been read."""
+        state = self._state
+        if state in (_S_WAITING, _S_OPEN):
+            self._pieces.clear()
+            self._size = 0
+            self._state = _S_ABANDONED
+            self._refill()
+        elif state == _S_ENDED:
+            self._pieces.clear()
+            self._finish()
+
+    def __enter__(self) -> "MessageStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a loop that broke out of an unreferenced stream: skip the rest
+        try:
+            if self._state in (_S_WAITING, _S_OPEN) and not self._ws._dropped:
+                self.close()
+        except Exception:
+            pass
+
+    def _finish(self) -> None:
+        self._state = _S_DONE
+        ws = self._ws
+        if ws._rstream is self:
+            ws._rstream = None
+        self._refill()
+
+    def _refill(self) -> None:
+        """Resume reading: parse what the protocol kept while the stream was
+        full, then let the socket's data in again."""
+        ws = self._ws
+        if ws._dropped:
+            return
+        proto = ws._proto
+        if proto._buf and not proto.close_received:
+            ws._data_received(b"")
+        if ws._paused and self._size <= _STREAM_LOW and len(ws._queue) < ws._max_queue \
+                and not proto.close_received and proto.failure is None:
+            ws._unpause()
+
+    def _wait_start(self) -> None:
+        ws = self._ws
+        if self._state == _S_WAITING and ws._proto._buf:
+            ws._data_received(b"")  # input kept back earlier may hold the message's start
+        self._wait(self._timeout, lambda: self._state != _S_WAITING or ws._dropped or ws.closed
+                   or ws._proto.failure is not None)
+
+    def _wait(self, timeout: Optional[float], ready: Callable[[], bool]) -> None:
+        ws = self._ws
+        while not ready():
+            waiter = Waiter(ws._hub)
+            ws._waiters.append(waiter)
+            timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None
+            try:
+                waiter.get()
+            except BaseException as exc:
+                try:
+                    ws._waiters.remove(waiter)
+                except ValueError:
+                    pass
+                if timer is not None and exc is timer:
+                    raise TimeoutError("no data within %s s" % timeout) from None
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    def __repr__(self) -> str:
+        state = ("waiting", "open", "ended", "done", "abandoned")[self._state]
+        return f"<gws13.MessageStream {'text' if self.text else 'binary'} {state} {self.received}>"

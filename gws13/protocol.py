@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import enum
 import os
+import sys
 from typing import Any, List, Optional, Union
 
 from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
@@ -156,7 +157,7 @@ class Protocol:
     __slots__ = ("client", "max_frame_size", "max_message_size", "deflate", "close_sent",
                  "close_received", "eof", "close_code", "close_reason", "failure", "_buf", "_op",
                  "_compressed", "_parts", "_size", "_decoder", "_frame", "_frames", "_wire",
-                 "_inflated")
+                 "_inflated", "_sink", "_limits")
 
     def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
                  max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
@@ -186,6 +187,10 @@ class Protocol:
         # place (C extension), payload is the message's bytes being filled and
         # view a writable memoryview of them, else both are None
         self._frame: Optional[list] = None
+        # streaming receive (stream_next): where the next message's pieces go,
+        # and the limits it replaced for that message
+        self._sink: Any = None
+        self._limits: Optional[tuple] = None
 
     # -- state -------------------------------------------------------------
     @property
@@ -207,6 +212,8 @@ class Protocol:
         events: List[Event] = []
         if self.failure is not None or self.close_received or self.eof:
             return events
+        if self._sink is not None:
+            return self._receive_streaming(data, messages, events)
         buf = self._buf
         pos = 0
         if (messages is not None and not buf and self._frame is None and self._op is None
@@ -268,7 +275,8 @@ class Protocol:
     def _parse(self, buf, mv: memoryview, events: List[Event], emit, pos: int) -> int:
         n = len(buf)
         # server side only: frames up to this size need no limit check
-        small = -1 if self.client else min(125, self.max_frame_size, self.max_message_size)
+        small = (-1 if self.client or self._sink is not None
+                 else min(125, self.max_frame_size, self.max_message_size))
         while not self.close_received:
             if self._frame is not None:
                 pos = self._stream(mv, pos, n, emit)
@@ -325,7 +333,8 @@ class Protocol:
                 # a large data frame: consume its payload as it arrives, so the UTF-8
                 # check fails fast and nothing is held twice.  A whole binary message
                 # goes straight into its final bytes object (see payload_buffer).
-                if new_payload is not None and b0 & 0xF0 == 0x80 and opcode == OP_BINARY:
+                if (new_payload is not None and b0 & 0xF0 == 0x80 and opcode == OP_BINARY
+                        and self._sink is None):
                     payload, view = new_payload(length)
                 else:
                     payload = view = None
@@ -390,6 +399,8 @@ class Protocol:
         self._wire = 0
         self._inflated = 0
         self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
+        if self._sink is not None:
+            self._sink.start(opcode == OP_TEXT)
 
     def _on_data(self, opcode: int, b0: int, payload: bytes, emit) -> None:
         if opcode != OP_CONT:
@@ -484,6 +495,10 @@ class Protocol:
                 raise InvalidData("text message is not valid UTF-8") from None
         if not chunk:
             return
+        sink = self._sink
+        if sink is not None:
+            sink.piece(chunk)  # streamed: the piece goes out as it is, nothing kept here
+            return
         parts = self._parts
         if parts and len(chunk) < _COALESCE:
             # a small piece: merge it with a small piece before it
@@ -508,7 +523,7 @@ class Protocol:
                 self._decoder.decode(b"", True)
             except UnicodeDecodeError:
                 raise InvalidData("text message ends inside a UTF-8 sequence") from None
-            data: Union[str, bytes] = "".join(self._parts)
+            data: Union[str, bytes] = "".join(self._parts) if self._sink is None else ""
         else:
             # bytes, also from a bytearray piece; a single bytes piece is not copied
             data = b"".join(self._parts)
@@ -519,6 +534,9 @@ class Protocol:
         self._frames = 0
         self._wire = 0
         self._decoder = None
+        if self._sink is not None:
+            self._end_stream()
+            return
         emit(data)
 
     def _on_control(self, opcode: int, payload: bytes, events: List[Event]) -> None:
@@ -535,8 +553,107 @@ class Protocol:
 
     def _fail(self, exc: WebSocketError) -> None:
         self.failure = exc
+        if self._sink is not None:
+            self._end_stream(False)
         self._frame = None
         self.close_code, self.close_reason = exc.code, exc.reason
+
+    # -- streaming receive (issue 15) ----------------------------------------
+    def stream_next(self, sink: Any, max_size: Optional[int]) -> None:
+        """Deliver the next message's data to ``sink`` as it arrives instead of
+        assembling it: ``sink.start(text)`` when it begins, ``sink.piece(data)``
+        for each piece (``str`` decoded incrementally for text, ``bytes`` for
+        binary), ``sink.end()`` after its last frame.  A message already begun
+        is handed over with what it has so far.  For that message
+        ``max_size`` (None: no limit) replaces both ``max_frame_size`` and
+        ``max_message_size``; a breach fails the connection as usual (1009).
+
+        While the sink's ``full()`` is true, parsing stops and input stays
+        buffered; call ``receive_data(b"")`` to go on.  Parsing goes in small
+        steps (256 bytes of compressed input, 64 KiB otherwise), so a sink
+        that became full is overrun by about one step's output at most:
+        bounded even for a compressed message, since deflate expands at most
+        ~1032 times."""
+        if self._sink is not None:
+            raise RuntimeError("a stream is already being received")
+        self._limits = (self.max_frame_size, self.max_message_size)
+        limit = max_size if max_size is not None else sys.maxsize
+        self.max_frame_size = self.max_message_size = limit
+        self._sink = sink
+        if self._op is not None:
+            # a fragmented message under way: what it has so far goes first
+            sink.start(self._decoder is not None)
+            parts, self._parts = self._parts, []
+            for part in parts:
+                sink.piece(part if part.__class__ is not bytearray else bytes(part))
+        # (a whole binary frame being read in place is delivered as one piece)
+
+    def stream_cancel(self) -> bool:
+        """Take back :meth:`stream_next` if its message has not begun (True), so
+        that the next message is assembled as usual; False once it has."""
+        if self._sink is None or self._op is not None or self._frame is not None:
+            return False
+        self._end_stream(False)
+        return True
+
+    def _end_stream(self, tell: bool = True) -> None:
+        sink, self._sink = self._sink, None
+        if self._limits is not None:
+            self.max_frame_size, self.max_message_size = self._limits
+            self._limits = None
+        if tell:
+            sink.end()
+
+    def _receive_streaming(self, data: Any, messages: Optional[list], events: List[Event]) -> List[Event]:
+        """receive_data while a message is streamed: in steps, stopping while
+        the sink is full (the rest stays in ``_buf``)."""
+        if messages is None:
+            normal = lambda item: events.append(Message(item))  # noqa: E731
+        else:
+            normal = messages.append
+
+        def emit(item: Union[str, bytes]) -> None:
+            sink = self._sink
+            if sink is None:
+                normal(item)
+                return
+            # a whole message in one frame while streaming: one piece
+            sink.start(item.__class__ is str)
+            if item:
+                sink.piece(item)
+            self._end_stream()
+
+        buf = self._buf
+        buf += data
+        mv = memoryview(buf)
+        pos = 0
+        try:
+            while pos < len(buf) and not self.close_received:
+                sink = self._sink
+                if sink is None:
+                    pos = self._parse(buf, mv, events, emit, pos)
+                    break
+                if sink.full():
+                    break
+                end = min(len(buf), pos + (256 if self._compressed else 65536))
+                sub = mv[:end]
+                try:
+                    new = self._parse(sub, sub, events, emit, pos)
+                finally:
+                    sub.release()
+                if new == pos:
+                    break  # the rest is an incomplete header: wait for more input
+                pos = new
+        except WebSocketError as exc:
+            self._fail(exc)
+            pos = len(buf)
+        finally:
+            mv.release()
+        if self.close_received:
+            buf.clear()
+        else:
+            del buf[:pos]
+        return events
 
     # -- outgoing ----------------------------------------------------------
     def frame(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
@@ -587,6 +704,22 @@ class Protocol:
             return [_SMALL_HEADERS[opcode][n] + payload]
         header = encode_header(opcode, n, True, rsv1)
         if n < _JOIN:
+            return [header + payload]
+        return [header, payload]
+
+    def send_fragment(self, opcode: int, payload: Union[bytes, bytearray, memoryview], fin: bool,
+                      rsv1: bool = False) -> List[Any]:
+        """Encode one frame of a fragmented message (``opcode`` OP_TEXT or
+        OP_BINARY for the first, OP_CONT after; ``payload`` already
+        compressed if the message is): the pieces to write, as
+        :meth:`send_message` returns them.  The caller keeps the order
+        (RFC 6455 5.4).  Raises ConnectionClosed after a close frame was sent."""
+        if self.close_sent or self.eof:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        if self.client:
+            return [self.frame(opcode, bytes(payload), fin, rsv1)]
+        header = encode_header(opcode, len(payload), fin, rsv1)
+        if len(payload) < _JOIN:
             return [header + payload]
         return [header, payload]
 
