@@ -293,7 +293,7 @@ class WebSocket:
         self._wdrain: Optional[list] = None  # callbacks run when the buffer drains
         self._ctimer: Any = None  # the closing handshake's deadline
         self._wstream: Optional[_SendStream] = None  # a fragmented message being sent
-        self._rstream: Any = None  # the MessageStream being read (receive_stream)
+        self._rstream: Any = None  # the _StreamSink of the message being streamed in
 
     # -- set-up ----------------------------------------------------------------
     def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
@@ -1080,8 +1080,8 @@ class WebSocket:
                 error = MessageTooLarge(f"message exceeds max_size {limit}")
                 self.fail(error)
                 raise error
-            return MessageStream(self, timeout, item)
-        stream = MessageStream(self, timeout)
+            return MessageStream(_StreamSink(self, timeout, item))
+        stream = _StreamSink(self, timeout)
         self._rstream = stream
         proto.stream_next(stream, limit)
         try:
@@ -1097,7 +1097,7 @@ class WebSocket:
             self._rstream = None
             item = queue[-1] if queue and queue[-1].__class__ is _Closed else _Closed(b"")
             return self._stream_end_of_connection(item)
-        return stream
+        return MessageStream(stream)
 
     def _stream_end_of_connection(self, item: "_Closed") -> None:
         if item.returned:
@@ -1425,9 +1425,70 @@ _STREAM_LOW = 1 << 16
 class MessageStream:
     """The pieces of one message, as :meth:`WebSocket.receive_stream` returns
     them: iterate over it (``str`` pieces for text, ``bytes`` for binary).
-    ``text`` is True for a text message; ``received`` counts the bytes (text:
-    characters) given out so far.  A context manager: leaving the block
-    closes it (see :meth:`close`)."""
+    A context manager: leaving the block closes it (see :meth:`close`), and
+    so does dropping the last reference to it (a ``for`` loop that breaks).
+
+    Iterating raises TimeoutError (the ``timeout`` given to
+    ``receive_stream``, for each piece), the error that failed the
+    connection (MessageTooLarge 1009, InvalidData 1007, ProtocolError...), or
+    ConnectionClosed if the connection ends before the message does."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: "_StreamSink") -> None:
+        self._sink = sink
+
+    @property
+    def text(self) -> bool:
+        """True for a text message (``str`` pieces), False for binary."""
+        return self._sink.text
+
+    @property
+    def received(self) -> int:
+        """Characters (text) or bytes (binary) given out so far."""
+        return self._sink.received
+
+    def __iter__(self) -> "MessageStream":
+        return self
+
+    def __next__(self) -> Union[str, bytes]:
+        return self._sink.next()
+
+    def read(self) -> Union[str, bytes]:
+        """The rest of the message in one ``str``/``bytes`` (as much memory as it takes)."""
+        parts = [piece for piece in self]
+        if self._sink.text:
+            return "".join(parts)  # type: ignore[arg-type]
+        return b"".join(parts)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Skip the rest of the message: it is read and dropped as it arrives
+        (its size limit still applies) and the connection goes on with the
+        next message.  Does nothing once the message has been read."""
+        self._sink.close()
+
+    def __enter__(self) -> "MessageStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._sink.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        sink = self._sink
+        state = ("waiting", "open", "ended", "done", "abandoned")[sink._state]
+        return f"<gws13.MessageStream {'text' if sink.text else 'binary'} {state} {sink.received}>"
+
+
+class _StreamSink:
+    """A streamed message's state, shared by the protocol (which feeds it),
+    the connection (``_rstream``) and the :class:`MessageStream` the
+    application holds (which alone may abandon it)."""
 
     __slots__ = ("text", "received", "_ws", "_timeout", "_pieces", "_size", "_state")
 
@@ -1473,10 +1534,7 @@ class MessageStream:
         return self._size > _STREAM_HIGH
 
     # the consumer's side
-    def __iter__(self) -> "MessageStream":
-        return self
-
-    def __next__(self) -> Union[str, bytes]:
+    def next(self) -> Union[str, bytes]:
         while True:
             pieces = self._pieces
             if pieces:
@@ -1503,17 +1561,7 @@ class MessageStream:
             self._wait(self._timeout, lambda: bool(self._pieces) or self._state != _S_OPEN
                        or ws._dropped or ws.closed or ws._proto.failure is not None)
 
-    def read(self) -> Union[str, bytes]:
-        """The rest of the message in one str/bytes (as much memory as it is)."""
-        parts = list(self)
-        if self.text:
-            return "".join(parts)  # type: ignore[arg-type]
-        return b"".join(parts)  # type: ignore[arg-type]
-
     def close(self) -> None:
-        """Skip the rest of the message (read and dropped as it arrives; the
-        size limit still applies); the connection goes on with the next one.
-        Does nothing once the message has been read."""
         state = self._state
         if state in (_S_WAITING, _S_OPEN):
             self._pieces.clear()
@@ -1523,20 +1571,6 @@ class MessageStream:
         elif state == _S_ENDED:
             self._pieces.clear()
             self._finish()
-
-    def __enter__(self) -> "MessageStream":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # a loop that broke out of an unreferenced stream: skip the rest
-        try:
-            if self._state in (_S_WAITING, _S_OPEN) and not self._ws._dropped:
-                self.close()
-        except Exception:
-            pass
 
     def _finish(self) -> None:
         self._state = _S_DONE
@@ -1584,7 +1618,3 @@ class MessageStream:
             finally:
                 if timer is not None:
                     timer.cancel()
-
-    def __repr__(self) -> str:
-        state = ("waiting", "open", "ended", "done", "abandoned")[self._state]
-        return f"<gws13.MessageStream {'text' if self.text else 'binary'} {state} {self.received}>"

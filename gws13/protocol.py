@@ -635,7 +635,10 @@ class Protocol:
                     break
                 if sink.full():
                     break
-                end = min(len(buf), pos + (256 if self._compressed else 65536))
+                # small steps while what comes may be compressed (known from
+                # the first frame's header): 256 bytes inflate to ~264 KiB at most
+                step = 256 if self.deflate is not None and (self._compressed or self._op is None) else 65536
+                end = min(len(buf), pos + step)
                 sub = mv[:end]
                 try:
                     new = self._parse(sub, sub, events, emit, pos)
