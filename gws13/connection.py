@@ -302,6 +302,9 @@ class WebSocket:
         past the handshake."""
         self._sock = sock
         self._proto = protocol
+        # a message over the limits waits for the application: receive_stream
+        # may take it with its own limit, receive refuses it (1009)
+        protocol.hold_oversized = True
         self._params = params
         self._max_queue = params["max_queue"]
         self._drop_pings = params["drop_incoming_pings"]
@@ -417,6 +420,11 @@ class WebSocket:
         if self._deferred is not None and queue and queue[0].__class__ is _Closed:
             self._run_deferred()
         while not queue:
+            if self._proto._sink is not None and self._proto.held:
+                # a message over the limits held for a possible receive_stream
+                # (before this call or while it waited): receive refuses it
+                self._refuse_held()
+                break
             io = self._io
             if self._direct_reads and io is not None and io.active:
                 # Try a read before parking in the hub, as gevent's socket.recv
@@ -711,6 +719,8 @@ class WebSocket:
                 self._on_close(event)
         if proto.failure is not None:
             self._on_failure(proto)
+        elif proto._sink is not None and proto.held and not self._paused:
+            self._pause()  # nothing more is parsed until the application decides
         self._wake()
 
     def _answer_ping(self, frame: bytes) -> None:
@@ -821,6 +831,8 @@ class WebSocket:
             self._resume.clear()
 
     def _unpause(self) -> None:
+        if self._proto._sink is not None and self._proto.held:
+            return  # a held message: reading waits for receive_stream or its refusal
         self._paused = False
         if self._dropped:
             return
@@ -1098,6 +1110,15 @@ class WebSocket:
             item = queue[-1] if queue and queue[-1].__class__ is _Closed else _Closed(b"")
             return self._stream_end_of_connection(item)
         return MessageStream(stream)
+
+    def _refuse_held(self) -> None:
+        """receive() reached a message over the limits that was held for a
+        possible receive_stream: fail the connection with 1009 as if it had
+        been refused at its header."""
+        proto = self._proto
+        proto.refuse_held()
+        if proto.failure is not None:
+            self._on_failure(proto)
 
     def _stream_end_of_connection(self, item: "_Closed") -> None:
         if item.returned:
@@ -1594,8 +1615,8 @@ class _StreamSink:
 
     def _wait_start(self) -> None:
         ws = self._ws
-        if self._state == _S_WAITING and ws._proto._buf:
-            ws._data_received(b"")  # input kept back earlier may hold the message's start
+        if self._state == _S_WAITING:
+            self._refill()  # input kept back (a held message) may hold the message's start
         self._wait(self._timeout, lambda: self._state != _S_WAITING or ws._dropped or ws.closed
                    or ws._proto.failure is not None)
 

@@ -40,6 +40,18 @@ _FRAME_DEFLATE_SLACK = 16
 _SMALL_HEADERS = {op: [bytes((0x80 | op, n)) for n in range(126)] for op in (OP_TEXT, OP_BINARY)}
 
 
+class _Hold:
+    """The sink of a held message (Protocol.hold_oversized): always full."""
+
+    __slots__ = ()
+
+    def full(self) -> bool:
+        return True
+
+
+_HOLD = _Hold()
+
+
 class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"   # one close frame went one way
@@ -157,7 +169,7 @@ class Protocol:
     __slots__ = ("client", "max_frame_size", "max_message_size", "deflate", "close_sent",
                  "close_received", "eof", "close_code", "close_reason", "failure", "_buf", "_op",
                  "_compressed", "_parts", "_size", "_decoder", "_frame", "_frames", "_wire",
-                 "_inflated", "_sink", "_limits")
+                 "_inflated", "_sink", "_limits", "hold_oversized")
 
     def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
                  max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
@@ -191,6 +203,9 @@ class Protocol:
         # and the limits it replaced for that message
         self._sink: Any = None
         self._limits: Optional[tuple] = None
+        #: keep a message that exceeds the limits at its first header instead of
+        #: failing at once (the connection layer sets it: see held / refuse_held)
+        self.hold_oversized = False
 
     # -- state -------------------------------------------------------------
     @property
@@ -311,7 +326,17 @@ class Protocol:
                 if length >> 63:
                     raise ProtocolError("frame length has its most significant bit set")
             opcode = b0 & 0x0F
-            self._check_header(opcode, b0, b1, length)
+            try:
+                self._check_header(opcode, b0, b1, length)
+            except MessageTooLarge:
+                if not self.hold_oversized:
+                    raise
+                # a message that this frame takes over the limits (known from its
+                # header: uncompressed sizes, compressed bounds): kept from here,
+                # unparsed, for the application to stream (stream_next, with its
+                # own limit) or refuse (refuse_held)
+                self._sink = _HOLD
+                return pos
             if b1 & 0x80:
                 start += 4
                 if n < start:
@@ -574,7 +599,7 @@ class Protocol:
         that became full is overrun by about one step's output at most:
         bounded even for a compressed message, since deflate expands at most
         ~1032 times."""
-        if self._sink is not None:
+        if self._sink is not None and self._sink is not _HOLD:
             raise RuntimeError("a stream is already being received")
         self._limits = (self.max_frame_size, self.max_message_size)
         limit = max_size if max_size is not None else sys.maxsize
@@ -588,6 +613,19 @@ class Protocol:
                 sink.piece(part if part.__class__ is not bytearray else bytes(part))
         # (a whole binary frame being read in place is delivered as one piece)
 
+    @property
+    def held(self) -> bool:
+        """True while a message over the limits waits (``hold_oversized``): the
+        input from its first header on is buffered, unparsed."""
+        return self._sink is _HOLD
+
+    def refuse_held(self) -> None:
+        """Fail the connection for the held message (MessageTooLarge, 1009)."""
+        if self._sink is _HOLD:
+            self._sink = None
+            self._fail(MessageTooLarge(f"message exceeds max_message_size {self.max_message_size} "
+                                       f"or max_frame_size {self.max_frame_size}"))
+
     def stream_cancel(self) -> bool:
         """Take back :meth:`stream_next` if its message has not begun (True), so
         that the next message is assembled as usual; False once it has."""
@@ -598,6 +636,8 @@ class Protocol:
 
     def _end_stream(self, tell: bool = True) -> None:
         sink, self._sink = self._sink, None
+        if sink is _HOLD:
+            return
         if self._limits is not None:
             self.max_frame_size, self.max_message_size = self._limits
             self._limits = None

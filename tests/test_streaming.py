@@ -457,6 +457,40 @@ def test_mixed_use_with_receive_is_an_error_and_break_skips_the_rest(serve):
     client.close()
 
 
+def test_a_large_message_that_arrives_before_receive_stream_is_held_for_it(serve):
+    # the peer sends a command and a large message in one write, before the
+    # server asks for a stream: the message waits (unparsed, reading paused)
+    results = queue.Queue()
+
+    def proc(ws):
+        results.put(ws.receive())
+        gevent.sleep(0.2)  # everything has arrived meanwhile
+        results.put(len(ws.receive_stream(max_size=None).read()))
+        results.put(ws.receive())
+        try:
+            ws.receive()  # over max_message_size and taken by receive: refused, 1009
+        except gws13.ConnectionClosed:
+            pass
+        results.put(ws.failure.code if ws.failure else None)
+
+    server = serve(gws13.websocket_app(proc))
+    client = RawClient(server.port)
+    big = os.urandom(3 << 20)
+    from gws13.frames import apply_mask, encode_header
+    mask = b"\x01\x02\x03\x04"
+    wire = (encode_header(OP_TEXT, 6, True, False, mask) + apply_mask(b"upload", mask)
+            + encode_header(OP_BINARY, len(big), True, False, mask) + apply_mask(big, mask)
+            + encode_header(OP_TEXT, 4, True, False, mask) + apply_mask(b"next", mask)
+            + encode_header(OP_BINARY, len(big), True, False, mask) + apply_mask(big, mask))
+    client.sock.sendall(wire)
+    assert results.get(timeout=TIMEOUT) == "upload"
+    assert results.get(timeout=TIMEOUT) == len(big)
+    assert results.get(timeout=TIMEOUT) == "next"
+    assert results.get(timeout=TIMEOUT) == 1009
+    assert client.read_until_close()[-1].code == 1009
+    client.close()
+
+
 def test_receive_stream_at_the_end_of_the_connection_is_none_then_closed():
     results = []
 
@@ -510,3 +544,125 @@ def test_proxying_one_stream_into_another():
     with Client(gws13.websocket_app(proc)).connect("/") as ws:
         ws.send(["abc", "déf"] * 1000)
         assert ws.receive(timeout=TIMEOUT) == "ABCDÉF" * 1000
+
+
+# -- the protocol core's sink, with the C functions and the pure-Python ones ---
+class ListSink:
+    def __init__(self, limit=None):
+        self.events, self.limit = [], limit
+
+    def start(self, text):
+        self.events.append(("start", text))
+
+    def piece(self, data):
+        self.events.append(data)
+
+    def end(self):
+        self.events.append("end")
+
+    def full(self):
+        return False
+
+
+@pytest.mark.parametrize("impl", ["c", "py"])
+def test_protocol_stream_next_over_any_split(impl):
+    import random
+
+    from gws13.frames import apply_mask, encode_header
+    from gws13.protocol import Protocol
+    from test_fuzz import implementation
+
+    rng = random.Random(15)
+    with implementation(impl):
+        for round_ in range(40):
+            text = round_ % 2 == 0
+            data = ("é€x" * rng.randint(0, 30000)).encode() if text else os.urandom(rng.randint(0, 90000))
+            cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randint(0, 5))))
+            parts = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+            wire = b""
+            for i, part in enumerate(parts):
+                mask = os.urandom(4)
+                op = (OP_TEXT if text else OP_BINARY) if i == 0 else OP_CONT
+                wire += encode_header(op, len(part), i == len(parts) - 1, False, mask) + apply_mask(part, mask)
+            mask = os.urandom(4)
+            wire += encode_header(OP_TEXT, 2, True, False, mask) + apply_mask(b"ok", mask)  # the next message
+            proto = Protocol(max_message_size=1000)  # the stream's own limit replaces it
+            proto.hold_oversized = True  # as the connection layer sets it
+            sink, messages = ListSink(), []
+            early = rng.randint(0, len(wire))  # part of the input may arrive before stream_next
+            proto.receive_data(wire[:early], messages)
+            proto.stream_next(sink, None)
+            pos = early
+            while pos < len(wire):
+                step = rng.randint(1, 70000)
+                proto.receive_data(wire[pos:pos + step], messages)
+                pos += step
+            assert proto.failure is None, proto.failure
+            assert sink.events[0] == ("start", text) and sink.events[-1] == "end"
+            pieces = sink.events[1:-1]
+            assert (("".join(pieces)).encode() if text else b"".join(pieces)) == data
+            assert messages == ["ok"] and proto.max_message_size == 1000
+
+
+def _oversized_wire(size=3 << 20):
+    from gws13.frames import apply_mask, encode_header
+    mask = b"\x01\x02\x03\x04"
+    return encode_header(OP_BINARY, size, True, False, mask) + apply_mask(os.urandom(size), mask)
+
+
+def test_an_oversized_message_reaching_a_blocked_receive_is_refused_with_1009(serve):
+    # receive() is already waiting when the message's header arrives: it is
+    # refused at once, as without streams (the hold must not leave it waiting)
+    results = queue.Queue()
+
+    def proc(ws):
+        try:
+            results.put(ws.receive(timeout=TIMEOUT))
+        except Exception as exc:  # pragma: no cover - shown by the assertion
+            results.put(exc)
+        results.put(ws.failure.code if ws.failure else None)
+
+    server = serve(gws13.websocket_app(proc))
+    client = RawClient(server.port)
+    gevent.sleep(0.1)  # the server's receive() is parked
+    client.sock.sendall(_oversized_wire()[:1 << 16])
+    assert results.get(timeout=TIMEOUT) is None
+    assert results.get(timeout=TIMEOUT) == 1009
+    assert client.read_until_close()[-1].code == 1009
+    client.close()
+
+
+def test_a_held_message_while_the_app_only_sends_keeps_memory_bounded_and_close_works(serve):
+    # the application never reads: the held message stops reading (bounded
+    # memory, TCP backpressure), sends still go out, and closing from our
+    # side ends the connection within close_timeout
+    results = queue.Queue()
+    gate = gevent.event.Event()
+
+    def proc(ws):
+        ws.send("hello")
+        gate.wait(TIMEOUT)
+        results.put(len(ws._proto._buf))
+        ws.send("still here")
+        ws.close(4000, "bye")
+        results.put(ws.closed)
+
+    server = serve(gws13.websocket_app(proc, close_timeout=1))
+    client = RawClient(server.port)
+    assert client.next_event().data == "hello"
+    wire = _oversized_wire(16 << 20)
+    client.sock.settimeout(0.2)
+    sent = 0
+    try:  # until TCP backpressure stops us
+        while sent < len(wire):
+            sent += client.sock.send(wire[sent:sent + (1 << 16)])
+    except socket.timeout:
+        pass
+    assert sent < len(wire)  # the server stopped reading
+    gate.set()
+    assert results.get(timeout=TIMEOUT) <= 1 << 19  # a read or two, not the message
+    client.sock.settimeout(TIMEOUT)
+    assert client.next_event().data == "still here"
+    assert results.get(timeout=TIMEOUT) is True
+    assert client.read_until_close()[-1].code == 4000
+    client.close()
