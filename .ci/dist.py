@@ -29,7 +29,11 @@ SDIST_MUST_HAVE = [
     "scripts/autobahn.py", "benchmarks/results.json", "docs/conf.py", "docs/index.md",
     "docs/_ext/gws13_params.py", "tests/test_docs.py",
 ]
-WHEEL_MUST_HAVE = ["gws13/__init__.py", "gws13/__main__.py", "gws13/py.typed"]
+DASHBOARD = ["gws13/dashboard/__init__.py", "gws13/dashboard/static/index.html",
+             "gws13/dashboard/static/dashboard.js", "gws13/dashboard/static/dashboard.css",
+             "gws13/dashboard/static/favicon.svg"]
+SDIST_MUST_HAVE += DASHBOARD
+WHEEL_MUST_HAVE = ["gws13/__init__.py", "gws13/__main__.py", "gws13/py.typed"] + DASHBOARD
 
 
 def fail(message: str) -> None:

@@ -3,9 +3,12 @@
     python examples/chat.py [--host 127.0.0.1] [--port 8000] [--redis redis://127.0.0.1:6379/0]
 
 Open http://127.0.0.1:8000 in two browser tabs: every message typed in one
-appears in all of them.  The page is served at ``/``, the WebSocket lives at
-``/ws``, ``/stats`` reports the open connections as JSON and ``/metrics`` the
-hub's counters as text.
+appears in all of them (``--port 0`` takes any free port: the first line
+printed says which).  The page is served at ``/``, the WebSocket lives at
+``/ws``, ``/stats`` reports the open connections as JSON, ``/metrics`` the
+hub's counters as text, and the live dashboard (:mod:`gws13.dashboard`) is at
+``/dashboard/``.  Restart the server and the page reconnects
+by itself.  Ctrl-C stops it.
 
 Fan-out goes through a :class:`gws13.Hub`: in-process by default; with
 ``--redis URL`` several chat processes (on one machine or many) share the
@@ -16,19 +19,27 @@ import argparse
 import itertools
 import json
 import os
+import signal
+import sys
 
+import gevent
+import gevent.event
 from gevent import pywsgi
 
 import gws13
+import gws13.dashboard
 
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>gws13 chat</title>
+<link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E\
+%3Crect width='16' height='12' rx='3' fill='%23357'/%3E%3Cpath d='M4 12v4l4-4' fill='%23357'/%3E%3C/svg%3E">
 <style>
   body { font: 15px/1.4 system-ui, sans-serif; max-width: 40em; margin: 2em auto; color: #222; }
   #log { list-style: none; padding: .5em; height: 20em; overflow-y: auto; border: 1px solid #ccc; }
+  #log li { overflow-wrap: anywhere; }  /* one very long word must not widen the page */
   #log li.notice { color: #777; font-style: italic; }
   form { display: flex; gap: .5em; } #msg { flex: 1; padding: .4em; }
   small { color: #777; }
@@ -37,12 +48,14 @@ PAGE = """<!doctype html>
 <body>
 <h1>gws13 chat</h1>
 <p>Status: <span id="status">connecting</span> <small>as <span id="me">?</span>;
-   extensions: <span id="extensions">none</span></small></p>
+   extensions: <span id="extensions">none</span>; <a href="/dashboard/">live dashboard</a></small></p>
 <ul id="log"></ul>
-<form id="form"><input id="msg" autocomplete="off" placeholder="Say something" autofocus>
-<button id="send">Send</button></form>
+<form id="form"><input id="msg" autocomplete="off" placeholder="Say something" autofocus disabled>
+<button id="send" disabled>Send</button></form>
 <script>
 const log = document.getElementById("log");
+const input = document.getElementById("msg");
+const send = document.getElementById("send");
 function show(text, cls) {
   const li = document.createElement("li");
   li.textContent = text;
@@ -50,24 +63,51 @@ function show(text, cls) {
   log.appendChild(li);
   log.scrollTop = log.scrollHeight;
 }
-const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-const ws = new WebSocket(scheme + location.host + "/ws");
-ws.onopen = () => {
-  document.getElementById("status").textContent = "connected";
-  document.getElementById("extensions").textContent = ws.extensions || "none";
-};
-ws.onclose = () => { document.getElementById("status").textContent = "closed"; };
-ws.onmessage = (event) => {
-  const msg = JSON.parse(event.data);
-  if (msg.type === "welcome") document.getElementById("me").textContent = msg.name;
-  else if (msg.type === "notice") show(msg.text, "notice");
-  else show(msg.name + ": " + msg.text);
-};
+function setStatus(text, open) {
+  document.getElementById("status").textContent = text;
+  input.disabled = send.disabled = !open;  // what was typed stays in the box
+  if (open) input.focus();
+}
+const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+let ws, backoff = 0.5;  // seconds before the next attempt: doubles up to 10
+function connect() {
+  setStatus("connecting", false);
+  ws = new WebSocket(url);
+  ws.onopen = () => {
+    backoff = 0.5;
+    setStatus("connected", true);
+    document.getElementById("extensions").textContent = ws.extensions || "none";
+  };
+  ws.onclose = () => {
+    if (!navigator.onLine) {  // no network: try again when the browser has one
+      setStatus("disconnected", false);
+      addEventListener("online", connect, {once: true});
+      return;
+    }
+    // jitter, so that the pages of a restarted server do not all come back at once
+    const at = Date.now() + backoff * (0.5 + Math.random() / 2) * 1000;
+    backoff = Math.min(backoff * 2, 10);
+    (function countdown() {
+      const left = Math.ceil((at - Date.now()) / 1000);
+      if (left <= 0) return connect();
+      setStatus(`reconnecting in ${left} s`, false);
+      setTimeout(countdown, Math.min(at - Date.now(), 250));
+    })();
+  };
+  ws.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.type === "welcome") document.getElementById("me").textContent = msg.name;
+    else if (msg.type === "notice") show(msg.text, "notice");
+    else show(msg.name + ": " + msg.text);
+  };
+}
+connect();
 document.getElementById("form").onsubmit = (event) => {
   event.preventDefault();
-  const input = document.getElementById("msg");
-  if (input.value && ws.readyState === WebSocket.OPEN) ws.send(input.value);
-  input.value = "";
+  if (input.value && ws.readyState === WebSocket.OPEN) {
+    ws.send(input.value);
+    input.value = "";
+  }
 };
 </script>
 </body>
@@ -134,10 +174,19 @@ def main(argv=None):
         hub = gws13.Hub(args.redis)
         hub.start()
         name_suffix = f"@{os.getpid()}"
-    server = pywsgi.WSGIServer((args.host, args.port), app, handler_class=gws13.WebSocketHandler)
+    # the dashboard shows this hub's rooms (and, with --redis, its Redis link)
+    site = gws13.dashboard.mount("/dashboard", gws13.dashboard.app(hub=hub), app)
+    server = pywsgi.WSGIServer((args.host, args.port), site, handler_class=gws13.WebSocketHandler)
+    server.start()
+    stop = gevent.event.Event()  # set by Ctrl-C (SIGINT) or SIGTERM
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop.set)
     via = " (rooms shared through Redis)" if args.redis else ""
-    print(f"gws13 chat on http://{args.host}:{args.port}/{via}", flush=True)
-    server.serve_forever()
+    print(f"gws13 chat on http://{args.host}:{server.server_port}/{via}", flush=True)
+    stop.wait()
+    server.stop()  # says 1001 "going away" to every open page, which then reconnects
+    hub.close()  # with Redis: sends what was published first
+    print("gws13 chat: stopped", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ then either use ``environ["wsgi.websocket"]`` (gevent-websocket style) or the
 egg-style API: ``with_websocket(environ, start_response, proc)``.
 """
 
+import logging as _logging
+
+from ._metrics import metrics
 from .api import (current_websocket, receive_message, send_message, with_concurrent_websocket,
                   with_websocket)
 from .connection import MessageStream, PendingPing, WebSocket
@@ -22,6 +25,9 @@ from .wsgi import websocket_app
 from . import testing  # gws13.testing.Client, usable after a plain "import gws13"
 
 __version__ = "0.1.0"
+
+# a library logs, the application decides what is shown (docs/guide/observability.md)
+_logging.getLogger("gws13").addHandler(_logging.NullHandler())
 
 
 def _accelerator() -> "tuple[bool, str]":
@@ -61,6 +67,15 @@ accelerator_reason: str
 accelerated, accelerator_reason = _accelerator()
 del _accelerator
 
+def __getattr__(name: str) -> "object":
+    # gws13.dashboard without an import of its own (it needs nothing more than gws13)
+    if name == "dashboard":
+        import importlib
+
+        return importlib.import_module(".dashboard", __name__)
+    raise AttributeError(f"module 'gws13' has no attribute {name!r}")
+
+
 __all__ = [
     "WebSocketHandler", "WebSocket", "PendingPing", "MessageStream", "connect", "websocket_app",
     "with_websocket", "with_concurrent_websocket", "receive_message", "send_message",
@@ -69,5 +84,5 @@ __all__ = [
     "MessageTooLarge", "ConnectionTimeout", "InvalidOptype", "HandshakeError",
     "MissingUpgradeHeader", "InvalidHandshake", "UnsupportedVersion", "AccessDenied",
     "UnexpectedError", "ConnectionClosed",
-    "Hub",
+    "Hub", "metrics",
 ]

@@ -12,7 +12,7 @@ from .connection import WebSocket, _Closed
 from .exceptions import (AccessDenied, ConnectionClosed, HandshakeError, InvalidOptype,
                          UnexpectedError, WebSocketError)
 from .handshake import check_request
-from .server import error_response
+from .server import error_response, refused
 
 __all__ = ["with_websocket", "with_concurrent_websocket", "receive_message", "send_message",
            "current_websocket"]
@@ -113,6 +113,7 @@ def _run(environ: dict, start_response: Callable, proc: Callable, call_params: d
     try:
         check_request(environ)
     except HandshakeError as exc:
+        refused(environ, exc.status, exc.reason)
         return error_response(exc, start_response)
     ws = _websocket_for(environ)
     if ws is None:
@@ -142,7 +143,7 @@ def _run(environ: dict, start_response: Callable, proc: Callable, call_params: d
             raise
         except BaseException as exc:
             ws.fail(UnexpectedError("internal error"))  # the exception goes to the log, not the peer
-            raise
+            raise  # to the application, then the server: gws13.WebSocketHandler logs it once
         else:
             ws.close(1000)
             if ws.failure is not None and settings["propagate_common_errors"]:

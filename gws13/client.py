@@ -11,6 +11,7 @@ with threads.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import ssl as _stdlib_ssl
@@ -28,6 +29,10 @@ from .handshake import accept_key, client_key, header_tokens
 from .protocol import Protocol
 
 __all__ = ["connect"]
+
+#: a handshake the server refused or answered wrongly is one DEBUG line here (the
+#: caller gets the exception); opened/closed lines are on gws13.connection
+_log = logging.getLogger("gws13.client")
 
 HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
 _W = TypeVar("_W", bound=WebSocket)
@@ -115,8 +120,11 @@ def _connect(url: str, opener: Callable[[Any, Any, Optional[float]], Any], ws_cl
         if exc is not timer:
             raise
         raise TimeoutError(f"WebSocket handshake with {url} did not complete within {timeout} s") from None
-    except BaseException:
+    except BaseException as exc:
         _close(sock)
+        if isinstance(exc, (InvalidHandshake, OSError)):
+            _log.debug("WebSocket handshake with %s failed: %s: %s", target.hostport, type(exc).__name__,
+                       getattr(exc, "reason", None) or exc)
         raise
     finally:
         if timer is not None:

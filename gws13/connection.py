@@ -63,6 +63,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.hub import Waiter, get_hub, getcurrent
 
+from . import _metrics
 from . import params as _params
 from .exceptions import ConnectionClosed, ConnectionTimeout, InvalidData, MessageTooLarge, UnexpectedError, WebSocketError
 from .frames import OP_BINARY, OP_CONT, OP_TEXT
@@ -97,7 +98,7 @@ def _warn_blocking_tls() -> None:
         logging.getLogger("gws13.server").warning(
             "a WebSocket runs on a blocking TLS socket of the standard library's ssl module: "
             "one peer that stops reading will stop every connection of this process; give the "
-            "server a gevent.ssl.SSLContext (or monkey-patch ssl), or use gws13.WebSocketServer")
+            "server a gevent.ssl.SSLContext (or monkey-patch ssl), or use gws13.server.WebSocketServer")
 
 
 _warned_blocking_tls = False
@@ -238,6 +239,9 @@ class WebSocket:
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
         # streams (issue 15): the message being sent as fragments, the one being received
         "_wstream", "_rstream",
+        # metrics (gws13.metrics(), ws.stats): plain counters, see gws13/_metrics.py
+        "_n_min", "_n_mout", "_n_bin", "_n_bout", "_n_ain", "_n_aout", "_n_pings", "_n_late",
+        "_n_paused", "_n_qhigh", "_n_whigh", "_n_opened", "_n_closer",
     )
 
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[dict] = None,
@@ -294,6 +298,13 @@ class WebSocket:
         self._ctimer: Any = None  # the closing handshake's deadline
         self._wstream: Optional[_SendStream] = None  # a fragmented message being sent
         self._rstream: Any = None  # the _StreamSink of the message being streamed in
+        # metrics (gws13/_metrics.py): messages, wire bytes and application
+        # bytes in and out, pings sent, keepalive pongs late, reads paused,
+        # read-queue and write-buffer high-water marks
+        self._n_min = self._n_mout = self._n_bin = self._n_bout = self._n_ain = self._n_aout = 0
+        self._n_pings = self._n_late = self._n_paused = self._n_qhigh = self._n_whigh = 0
+        self._n_opened = 0.0  # time.monotonic() at _start; 0: not started
+        self._n_closer: Optional[str] = None  # who sent the first close frame: "local" / "remote"
 
     # -- set-up ----------------------------------------------------------------
     def _start(self, sock: socket.socket, protocol: Protocol, params: Dict[str, Any],
@@ -335,6 +346,11 @@ class WebSocket:
             self._resume.set()
             self._reader = gevent.spawn(self._read_loop)
         self._arm_timer()
+        # metrics: this connection counts in gws13.metrics() from now on
+        self._n_opened = time.monotonic()
+        _metrics.opened(self)
+        if _metrics.debug_enabled():
+            _metrics.log_opened(self)
         if pending:
             self._data_received(pending)
 
@@ -396,6 +412,17 @@ class WebSocket:
         """Bytes of frames waiting to be written (as the browser API's ``bufferedAmount``)."""
         return self._wsize
 
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """This connection's figures, a snapshot as a plain dict:
+        ``messages_received``, ``messages_sent``, ``bytes_received``,
+        ``bytes_sent`` (wire bytes), ``payload_bytes_received``,
+        ``payload_bytes_sent`` (application data), ``pings_sent``,
+        ``pongs_late``, ``reads_paused``, ``read_queue_high_water``,
+        ``write_buffer_high_water``, ``duration`` (seconds since it opened)
+        and ``latency``.  See :func:`gws13.metrics` for what each counts."""
+        return _metrics.connection_figures(self)
+
     def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
         """Next message: ``str`` (text) or ``bytes`` (binary).  Returns ``None``
         once, when the connection has closed.
@@ -420,11 +447,6 @@ class WebSocket:
         if self._deferred is not None and queue and queue[0].__class__ is _Closed:
             self._run_deferred()
         while not queue:
-            if self._proto._sink is not None and self._proto.held:
-                # a message over the limits held for a possible receive_stream
-                # (before this call or while it waited): receive refuses it
-                self._refuse_held()
-                break
             io = self._io
             if self._direct_reads and io is not None and io.active:
                 # Try a read before parking in the hub, as gevent's socket.recv
@@ -436,6 +458,12 @@ class WebSocket:
                 self._on_readable()
                 if queue:
                     break
+            if self._proto._sink is not None and self._proto.held:
+                # a message over the limits held for a possible receive_stream
+                # (found before this call, by its read or while it waited):
+                # receive refuses it
+                self._refuse_held()
+                break
             waiter = Waiter(self._hub)
             self._waiters.append(waiter)
             timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None
@@ -497,8 +525,10 @@ class WebSocket:
         except TypeError:
             if not _is_stream(data):
                 raise
-            self._send_stream(data, binary, compress)
+            self._send_stream(data, binary, compress)  # counted there (metrics)
             return
+        self._n_mout += 1  # metrics
+        self._n_aout += len(data)
         raw = self._raw
         if raw is None:
             self._enqueue(pieces, True)
@@ -522,6 +552,7 @@ class WebSocket:
                     frame = pieces[0]
                     sent = raw.send(frame)
                     if sent == len(frame):
+                        self._n_bout += sent  # metrics
                         return
                 else:
                     sent = raw.sendmsg(pieces)
@@ -530,6 +561,7 @@ class WebSocket:
             except OSError:
                 self._lost()
                 raise ConnectionClosed(1006, "connection lost while sending") from None
+            self._n_bout += sent  # metrics
             self._buffer_rest(pieces, sent)
             if not self._wbuf:
                 return
@@ -552,6 +584,7 @@ class WebSocket:
         if self._dropped:
             raise self._closed_error()
         pending = PendingPing(data, time.perf_counter())
+        self._n_pings += 1  # metrics
         if self._pings is None:
             self._pings = {}
         self._pings[data] = pending
@@ -708,7 +741,17 @@ class WebSocket:
         self._last_seen = self._loop.now()
         queue = self._queue
         # messages go straight onto the queue; the events are control frames
-        for event in proto.receive_data(data, queue):
+        before = len(queue)
+        events = proto.receive_data(data, queue)
+        # metrics, per read: wire bytes, and the messages this read completed
+        self._n_bin += len(data)
+        n = len(queue)
+        if n != before:
+            self._n_min += n - before
+            self._n_ain += len(queue[-1]) if n - before == 1 else sum(map(len, queue[before:]))
+            if n > self._n_qhigh:
+                self._n_qhigh = n
+        for event in events:
             cls = event.__class__
             if cls is Ping:
                 if not self._drop_pings and not proto.close_sent and not self._dropped:
@@ -739,6 +782,7 @@ class WebSocket:
         if keepalive is not None and keepalive[0] == payload:
             self.latency = time.perf_counter() - keepalive[1]
             self._keepalive = None
+            _metrics.observe_rtt(self.latency)
         pings = self._pings
         if not pings or payload not in pings:
             return
@@ -750,10 +794,13 @@ class WebSocket:
             pending._result.set(now - pending.sent)
             if key == payload:
                 self.latency = now - pending.sent
+                _metrics.observe_rtt(self.latency)
                 break
 
     def _on_close(self, event: Close) -> None:
         proto = self._proto
+        if self._n_closer is None:  # metrics: the peer's close came first (ours sets "local")
+            self._n_closer = "remote"
         self._queue.append(_Closed(event.payload))
         self._stop_reading()
         if proto.close_sent:
@@ -825,6 +872,7 @@ class WebSocket:
 
     def _pause(self) -> None:
         self._paused = True
+        self._n_paused += 1  # metrics
         if self._io is not None:
             self._io.stop()
         else:
@@ -860,6 +908,8 @@ class WebSocket:
             buf.append(piece)
             size += len(piece)
         self._wsize = size
+        if size > self._n_whigh:  # metrics
+            self._n_whigh = size
         state = self._wstate
         if state == _WRITING or (state == _HELD and size < _BATCH):
             return
@@ -887,6 +937,8 @@ class WebSocket:
             buf.append(piece)
             size += n
         self._wsize = size
+        if size > self._n_whigh:  # metrics
+            self._n_whigh = size
         self._wprogress = self._loop.now()
 
     def _flush_held(self) -> None:
@@ -912,6 +964,7 @@ class WebSocket:
             progressed = True
             full = sent == sum(map(len, batch)) if len(batch) > 1 else sent == len(batch[0])
             self._wsize -= sent
+            self._n_bout += sent  # metrics
             i = 0
             while sent:
                 n = len(buf[i])
@@ -964,6 +1017,7 @@ class WebSocket:
                 sock.sendall(piece)
                 del buf[0]
                 self._wsize -= len(piece)
+                self._n_bout += len(piece)  # metrics
                 self._wprogress = self._loop.now()
                 if self._wwaiters and self._wsize <= self._wlimit >> 2:
                     self._wake_writers()
@@ -1036,6 +1090,8 @@ class WebSocket:
         if self._dropped or proto.close_sent or proto.eof:
             return
         frame = proto.send_close(code, reason)
+        if self._n_closer is None:  # metrics: we sent the first close frame
+            self._n_closer = "local"
         if self._ctimer is None:
             self._ctimer = self._loop.timer(self._params["close_timeout"] or 1.0)
             self._ctimer.start(self._drop)
@@ -1198,6 +1254,7 @@ class WebSocket:
                 else:
                     pieces = proto.send_fragment(OP_CONT, payload, False)
                 stream.sent = True
+                self._n_aout += len(chunk)  # metrics (as send(): chars or bytes)
                 self._stream_write(pieces)
             if decoder is not None:
                 try:
@@ -1209,9 +1266,11 @@ class WebSocket:
                 self._wstream = None
                 self._stream_write(proto.send_message("" if text or text is None else b"",
                                                       None, compress))
+                self._n_mout += 1  # metrics
             else:
                 self._stream_write(proto.send_fragment(OP_CONT, deflate.compress_end()
                                                        if deflate is not None else b"", True))
+                self._n_mout += 1  # metrics: a streamed message counts once it has ended
         except BaseException as exc:
             if stream.sent and not self._dropped and not proto.close_sent:
                 # the message cannot be finished: end the connection, never send another
@@ -1300,6 +1359,9 @@ class WebSocket:
         if interval and now - self._last_ping >= interval - 0.001:
             self._last_ping = now
             self._ping_seq += 1
+            self._n_pings += 1  # metrics
+            if self._keepalive is not None:
+                self._n_late += 1  # the previous keepalive ping is still unanswered
             payload = _PING.pack(self._ping_seq)
             self._keepalive = (payload, time.perf_counter())
             self._enqueue([proto.send_ping(payload)])
@@ -1403,6 +1465,8 @@ class WebSocket:
         self._wake()
         if self._wwaiters:
             self._wake_writers()
+        if self._n_opened:
+            _metrics.closed(self)  # metrics and the DEBUG "closed" line
         callbacks, self._close_callbacks = self._close_callbacks or (), None
         for callback in callbacks:
             try:
@@ -1531,10 +1595,12 @@ class _StreamSink:
     # the protocol's sink (runs where the input is parsed, usually the hub)
     def start(self, text: bool) -> None:
         self.text = text
+        self._ws._n_min += 1  # metrics: a streamed message counts when it begins
         if self._state == _S_WAITING:
             self._state = _S_OPEN
 
     def piece(self, data: Union[str, bytes]) -> None:
+        self._ws._n_ain += len(data)  # metrics (skipped pieces were received too)
         if self._state == _S_ABANDONED:
             return  # skipped
         self._pieces.append(data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import struct
 
+from typing import Callable, List, Optional, Tuple, Union
+
 from .exceptions import InvalidData, ProtocolError
 
 __all__ = [
@@ -47,7 +49,7 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = Fal
     return head + (apply_mask(payload, mask) if mask else payload)
 
 
-def _py_apply_mask(data, mask: bytes) -> bytes:
+def _py_apply_mask(data: Union[bytes, bytearray, memoryview], mask: bytes) -> bytes:
     # XOR as one big integer: C speed per machine word, no per-byte Python loop.
     n = len(data)
     if not n:
@@ -56,17 +58,21 @@ def _py_apply_mask(data, mask: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
 
 
+# None without the C extension (types in _speedups.pyi)
+new_payload: Optional[Callable[[int], Tuple[bytes, memoryview]]]
+scan_small: Optional[Callable[[memoryview, int, int, int, List[Union[str, bytes]]], int]]
+unmask_into: Optional[Callable[[memoryview, int, memoryview, Optional[bytes]], None]]
 try:
-    from ._speedups import apply_mask as apply_mask  # type: ignore[import-not-found]
-    from ._speedups import new_payload, scan_small, unmask_into  # type: ignore[import-not-found]
+    from ._speedups import apply_mask as apply_mask
+    from ._speedups import new_payload as new_payload, scan_small as scan_small, unmask_into as unmask_into
 except ImportError:  # no compiler at install time: the pure-Python path is correct, just slower
-    apply_mask = _py_apply_mask
+    apply_mask = _py_apply_mask  # type: ignore[assignment]  # same behaviour; the C signature takes any buffer
     # without the extension large payloads are collected in chunks and joined,
     # and small frames are parsed by the protocol's own loop
     new_payload = scan_small = unmask_into = None
 
 
-def _valid_codes() -> frozenset:
+def _valid_codes() -> frozenset[int]:
     # 1004-1006 and 1015 are reserved for local use and never travel in a frame;
     # 1012-1014 are registered with IANA; 3000-4999 belong to libraries and apps.
     return frozenset(range(1000, 1004)) | frozenset(range(1007, 1015)) | frozenset(range(3000, 5000))

@@ -40,12 +40,14 @@ connection; a publish from another thread is handed over with
 from __future__ import annotations
 
 import collections
+import logging
 import weakref
 from typing import Any, Deque, Dict, List, Optional, Union
 
 import gevent
 from gevent import monkey
 
+from ._logutil import RateLimiter, peer_of
 from .connection import WebSocket
 from .frames import OP_BINARY, OP_TEXT, encode_header
 
@@ -58,6 +60,11 @@ __all__ = ["Hub", "POLICIES"]
 
 #: the full-queue policies
 POLICIES = ("drop-oldest", "drop-newest", "close")
+
+#: slow-client policy actions, at INFO: at most 5 lines per policy every 10 s
+#: (then one "suppressed K similar messages" line)
+_log = logging.getLogger("gws13.hub")
+_actions = RateLimiter(_log, burst=5, interval=10.0)
 
 # a real lock even under monkey patching: the sections it guards never switch
 _allocate_lock = monkey.get_original("_thread", "allocate_lock")
@@ -346,6 +353,8 @@ class Hub:
                 return
             # encoded and buffered with no switch in between: compressed frames
             # keep the order of the connection's compression context
+            ws._n_mout += 1  # the connection's metrics (gws13.metrics)
+            ws._n_aout += len(item.payload)
             ws._enqueue([item.encode_for(ws)])
             self._delivered += 1
             return
@@ -353,10 +362,15 @@ class Hub:
             policy = self.policy
             if policy == "drop-newest":
                 self._dropped_newest += 1
+                _actions.log(logging.INFO, "drop-newest", "%s: %s is too slow (hub queue of %d full): "
+                             "dropped a new message", peer_of(ws.environ), ws.path or "/", self.queue_size)
                 return
             if policy == "drop-oldest":
                 queue.popleft()
                 self._dropped_oldest += 1
+                _actions.log(logging.INFO, "drop-oldest", "%s: %s is too slow (hub queue of %d full): "
+                             "dropped its oldest message", peer_of(ws.environ), ws.path or "/",
+                             self.queue_size)
             else:
                 self._close_slow(member)
                 return
@@ -378,10 +392,13 @@ class Hub:
         pieces = []
         size = ws._wsize
         limit = ws._wlimit
+        payload = 0
         while queue and size < limit and not member.closing:
-            data = queue.popleft().encode_for(ws)
+            item = queue.popleft()
+            data = item.encode_for(ws)
             pieces.append(data)
             size += len(data)
+            payload += len(item.payload)
         if not queue and member.refill is not None:
             drain = ws._wdrain
             if drain and member.refill in drain:
@@ -389,6 +406,8 @@ class Hub:
             member.refill = None
         if pieces and not ws.closed:
             self._delivered += len(pieces)
+            ws._n_mout += len(pieces)  # the connection's metrics (gws13.metrics)
+            ws._n_aout += payload
             ws._enqueue(pieces)
 
     # -- the "close" policy ----------------------------------------------------
@@ -403,6 +422,8 @@ class Hub:
         member.closing = True
         member.queue.clear()
         self._closed_slow += 1
+        _actions.log(logging.INFO, "close", "%s: %s is too slow (hub queue of %d full): closing it with %d",
+                     peer_of(ws.environ), ws.path or "/", self.queue_size, self.close_code)
         self._condemned.add(ws)
         self._forget(member)
         ws._start_close(self.close_code, self.close_reason)

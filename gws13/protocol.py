@@ -329,8 +329,8 @@ class Protocol:
             try:
                 self._check_header(opcode, b0, b1, length)
             except MessageTooLarge:
-                if not self.hold_oversized:
-                    raise
+                if not self.hold_oversized or self._sink is not None:
+                    raise  # a stream's own limit (or a hold already) is final
                 # a message that this frame takes over the limits (known from its
                 # header: uncompressed sizes, compressed bounds): kept from here,
                 # unparsed, for the application to stream (stream_next, with its

@@ -46,6 +46,7 @@ use redis-py's own connection classes, which need monkey patching).
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import socket
 import struct
@@ -56,6 +57,8 @@ import gevent
 import gevent.socket
 from gevent.event import Event
 from gevent import monkey
+
+from ._logutil import RateLimiter, configured
 
 try:
     import redis  # noqa: F401
@@ -77,6 +80,10 @@ except ImportError:  # pragma: no cover - older gevent
     from gevent.hub import _get_hub as _current_hub  # type: ignore[attr-defined,no-redef]
 
 __all__ = ["RedisBackend"]
+
+#: Redis lost: one WARNING per outage (with the error); back: one INFO; outbox
+#: drops: WARNING, at most one line every 10 s (and a count of the others).
+_log = logging.getLogger("gws13.redis")
 
 _MAGIC = b"\x00G1"
 _HEAD = struct.Struct("!3sc8sQ")  # magic, b"t"/b"b", publisher id, sequence number
@@ -183,6 +190,10 @@ class RedisBackend:
         self.close_dropped = 0
         self.duplicates = 0
         self.received = 0
+        # logging: when the current outage began (None: Redis is reachable)
+        self._outage: Optional[float] = None
+        self._outage_errors = 0
+        self._drops = RateLimiter(_log, burst=1, interval=10.0)
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -297,6 +308,35 @@ class RedisBackend:
         gevent.sleep(backoff)
         return min(max(backoff * 2, 0.05), self.max_backoff)
 
+    # -- logging ---------------------------------------------------------------
+    def _where(self) -> str:
+        # the URL without its credentials (redis://user:password@host/0)
+        scheme, sep, rest = self.url.partition("://")
+        netloc, slash, path = rest.partition("/")
+        return scheme + sep + netloc.rpartition("@")[2] + slash + path
+
+    def _lost(self, exc: BaseException) -> None:
+        """A Redis error: one WARNING for the first of an outage, then counted."""
+        self._outage_errors += 1
+        if self._outage is None:
+            self._outage = gevent.get_hub().loop.now()
+            _log.warning("Redis at %s lost: %s: %s; retrying (messages published meanwhile by other "
+                         "processes do not reach this one)", self._where(), type(exc).__name__, exc)
+
+    def _back(self, what: str) -> None:
+        """Redis answers again (or for the first time): one INFO line."""
+        if self._outage is not None:
+            _log.info("Redis at %s back after %.1f s (%d errors): %s", self._where(),
+                      gevent.get_hub().loop.now() - self._outage, self._outage_errors, what)
+            self._outage = None
+            self._outage_errors = 0
+        elif not self._subscribed_before:
+            _log.info("connected to Redis at %s: %s", self._where(), what)
+
+    def _dropped(self, count: int) -> None:
+        self._drops.log(logging.WARNING, "outbox", "Redis outbox full (%d messages): dropped the oldest; "
+                        "%d dropped so far", self.outbox_size, count)
+
     # -- publishing ------------------------------------------------------------
     def publish(self, room: str, payload: bytes, binary: bool) -> None:
         """Queue a message for the publisher greenlet; never blocks."""
@@ -313,6 +353,7 @@ class RedisBackend:
         if len(outbox) >= self.outbox_size:
             outbox.popleft()
             self.outbox_dropped += 1
+            self._dropped(self.outbox_dropped)
         outbox.append((self._prefix + room.encode("utf-8"), body))
         if self._wake is not None:
             self._wake.set()
@@ -361,8 +402,9 @@ class RedisBackend:
                 if connection is None:
                     try:
                         connection = self._connect()
-                    except _ERRORS:
+                    except _ERRORS as exc:
                         self.errors += 1
+                        self._lost(exc)
                         backoff = self._pause(backoff)
                         continue
                     self.publisher_connected = True
@@ -376,14 +418,18 @@ class RedisBackend:
                         check_health=False)
                     for _ in batch:
                         connection.read_response()
-                except _ERRORS:
+                except _ERRORS as exc:
                     # unknown whether Redis got them: send again (subscribers drop repeats)
                     outbox.extendleft(reversed(batch))
                     self._inflight = []
+                    dropped = self.outbox_dropped
                     while len(outbox) > self.outbox_size:
                         outbox.popleft()
                         self.outbox_dropped += 1
+                    if self.outbox_dropped != dropped:
+                        self._dropped(self.outbox_dropped)
                     self.errors += 1
+                    self._lost(exc)
                     self.publisher_connected = False
                     self._disconnect(connection)
                     connection = None
@@ -396,6 +442,8 @@ class RedisBackend:
                 self._acked = _HEAD.unpack_from(batch[-1][1])[3]
                 self._acked_epoch = epoch
                 backoff = 0.0
+                if self._outage is not None:
+                    self._back("publishing again")
         finally:
             self.publisher_connected = False
             if connection is not None and self._pid == os.getpid():
@@ -424,13 +472,18 @@ class RedisBackend:
                     else:
                         connection.send_command(b"PING", check_health=False)
                         pinged = True
-            except _ERRORS:
+            except _ERRORS as exc:
                 self.errors += 1
+                self._lost(exc)
             except gevent.GreenletExit:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.errors += 1
-                gevent.get_hub().handle_error(None, *sys.exc_info())
+                self._lost(exc)
+                if configured(_log):
+                    _log.error("the Redis subscriber failed", exc_info=True)
+                else:
+                    gevent.get_hub().handle_error(None, *sys.exc_info())
             finally:
                 self.connected = self.subscribed = False
                 self._subscription = None
@@ -451,6 +504,7 @@ class RedisBackend:
             self.subscribed = True
             self._epoch += 1
             self._evidence += 1
+            self._back("subscribed to %s*" % self._prefix.decode("utf-8", "replace"))
             if self._subscribed_before:
                 self.reconnects += 1
             self._subscribed_before = True
@@ -493,7 +547,10 @@ class RedisBackend:
         try:
             self._hub._fanout(room, payload, binary)
         except Exception:  # report it, keep the subscription
-            gevent.get_hub().handle_error(None, *sys.exc_info())
+            if configured(_log):
+                _log.error("delivering a message of room %r failed", room, exc_info=True)
+            else:
+                gevent.get_hub().handle_error(None, *sys.exc_info())
 
     def stats(self) -> Dict[str, Any]:
         return {

@@ -25,7 +25,9 @@ from gevent import pywsgi
 from gevent import socket as gsocket
 from gevent.pywsgi import WSGIHandler
 
+from . import _metrics
 from . import params as _params
+from ._logutil import RateLimiter, configured, peer_of
 from .connection import WebSocket
 from .exceptions import (AccessDenied, HandshakeError, UnexpectedError, UnsupportedVersion,
                          WebSocketError)
@@ -56,6 +58,47 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required", 500: 
 #: The close reason (code 1011) a peer gets when the application raises after
 #: the upgrade: the exception itself goes to the server's log only.
 INTERNAL_ERROR = "internal error"
+
+
+# Refused handshakes are INFO lines, at most 10 per status every 10 s (then one
+# "suppressed K similar messages" line): a scanner or a reconnect storm cannot
+# flood the log.
+_refusals = RateLimiter(_log, burst=10, interval=10.0)
+
+
+def refused(environ: Optional[Dict[str, Any]], status: int, why: str) -> None:
+    """Count a WebSocket handshake answered with ``status`` (not 101) in
+    :func:`gws13.metrics` and log it at INFO (rate-limited)."""
+    environ = environ or {}
+    _metrics.refused(status)
+    _refusals.log(logging.INFO, ("refused", status), "%s: WebSocket handshake for %s refused: %d %s",
+                  peer_of(environ), _request_path(environ), status, why)
+
+
+def _status_of(status_line: Any) -> int:
+    try:
+        return int(str(status_line).split(None, 1)[0])
+    except (ValueError, IndexError):
+        return 0
+
+
+def _request_path(environ: Dict[str, Any]) -> str:
+    return (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
+
+
+def report_application_error(ws: WebSocket) -> bool:
+    """Log the exception being handled, raised by the application after the
+    upgrade, as one ERROR record with its traceback on ``gws13.server``.
+
+    Returns False, logging nothing, when no handler would show the record
+    (the application did not configure :mod:`logging`): the caller then
+    leaves it to the server's own error printer, so that a traceback is
+    never lost.  Either way it is reported exactly once."""
+    if not configured(_log):
+        return False
+    _log.error("%s: the WebSocket handler for %s raised; the connection was closed with 1011",
+               peer_of(ws.environ), ws.path or "/", exc_info=True)
+    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -317,6 +360,7 @@ class WebSocketHandler(WSGIHandler):
             environ["gws13.key"] = check_request(environ)
         except HandshakeError as exc:
             self.close_connection = True
+            refused(environ, exc.status, exc.reason)
             self.result = error_response(exc, self.start_response)
             try:
                 self.process_result()
@@ -344,7 +388,9 @@ class WebSocketHandler(WSGIHandler):
                 ws.fail(error if not isinstance(exc, gevent.GreenletExit) else
                         WebSocketError("server shutting down", 1001))
                 if not isinstance(exc, (WebSocketError, gevent.GreenletExit)):
-                    self._log_error(*sys.exc_info())
+                    # one ERROR record on gws13.server, or (logging not configured) pywsgi's printer
+                    if not report_application_error(ws):
+                        self._log_error(*sys.exc_info())
                     return None
                 if isinstance(exc, gevent.GreenletExit):
                     raise
@@ -382,12 +428,14 @@ class WebSocketHandler(WSGIHandler):
             finally:
                 if hasattr(result, "close"):
                     result.close()
+            refused(environ, getattr(self, "code", None) or 0, f"origin {ws.origin!r} not accepted")
             raise AccessDenied(f"origin {ws.origin!r} refused")
         try:
             head, proto, ws.subprotocol, ws.extensions = negotiate(environ, params)
         except HandshakeError as exc:  # e.g. no acceptable subprotocol: answer it, like a refusal
             self._gws13_refused = True
             ws._acceptor = None
+            refused(environ, exc.status, exc.reason)
             for data in error_response(exc, self.start_response):
                 self.write(data)
             raise AccessDenied(exc.reason, status=exc.status) from exc
@@ -686,10 +734,12 @@ class _Takeover:
         environ = ws.environ
         if not params["accept_connection"](ws.origin):
             self._answer(params["access_denied"], environ)
+            refused(environ, _status_of(self.status), f"origin {ws.origin!r} not accepted")
             raise AccessDenied(f"origin {ws.origin!r} refused")
         try:
             head, proto, subprotocol, extensions = negotiate(environ, params)
         except HandshakeError as exc:
+            refused(environ, exc.status, exc.reason)
             self._answer(lambda env, start_response, error=exc: error_response(error, start_response),
                          environ)
             raise AccessDenied(exc.reason, status=exc.status) from exc

@@ -9,11 +9,12 @@ import queue
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import pytest
+
+from conftest import wait_until  # noqa: F401  (the compat tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = Path(__file__).resolve().parent / "compat_apps"
@@ -27,18 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class App:

@@ -110,6 +110,40 @@ def _reset_parameters():
     gws13.parameters.reset()
 
 
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Poll ``predicate`` until it returns something truthy and return that;
+    fail after ``timeout`` seconds.  Sleeps with gevent, so servers running
+    in this thread's hub keep running meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        gevent.sleep(0.02)
+
+
+class ErrorLog:
+    """A server's ``error_log``: what pywsgi's error printer writes."""
+
+    def __init__(self):
+        self.lines = []
+
+    def write(self, data):
+        self.lines.append(data)
+
+    def writelines(self, lines):
+        self.lines.extend(lines)
+
+    def flush(self):
+        pass
+
+    @property
+    def text(self):
+        return "".join(self.lines)
+
+
 def raw_connect(port, path="/", headers=None, key="dGhlIHNhbXBsZSBub25jZQ==", version="13",
                 timeout=5.0):
     """Open a TCP connection and send a handshake; return (sock, status, headers, rest)."""

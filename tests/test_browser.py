@@ -1,5 +1,8 @@
 """The chat demo (examples/chat.py) in a real browser: headless Chromium driven by
-Playwright, against the demo running as its own process on an ephemeral port.
+Playwright, against the demo running as its own process on an ephemeral port:
+two pages chatting with no console errors, a server restart on the same port
+(the page reconnects with back-off, input disabled meanwhile), offline, and a
+long word wrapping.
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` and PyPI
 ``playwright`` (never ``playwright install``: the system Chromium is used via
@@ -45,8 +48,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition", page=None) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``.
+    With ``page``, wait through Playwright, so that its events (console
+    messages...) are delivered meanwhile (a ``time.sleep`` would hold them)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -54,35 +59,60 @@ def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition") -> 
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        if page is not None:
+            page.wait_for_timeout(50)
+        else:
+            time.sleep(0.05)
 
 
-@pytest.fixture
-def chat_server(tmp_path):
-    """``python examples/chat.py --port N`` on a free port; yields its base URL."""
-    script = os.path.join(ROOT, "examples", "chat.py")
-    if not os.path.exists(script):
-        pytest.skip("examples/chat.py is not written yet")
-    port = free_port()
-    log_path = tmp_path / "chat.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, script, "--port", str(port)], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+class ChatProcess:
+    """``python examples/chat.py --port N``, which can be stopped and started
+    again on the same port (a server restart, as the pages see it)."""
 
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"chat.py exited with {proc.returncode}: {log_path.read_bytes()[-2000:]!r}")
+    def __init__(self, tmp_path) -> None:
+        self.script = os.path.join(ROOT, "examples", "chat.py")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "chat.log"
+        self.proc = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, self.script, "--port", str(self.port)],
+                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self.up, what="chat.py to listen")
+
+    def up(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"chat.py exited with {self.proc.returncode}: "
+                        f"{self.log_path.read_bytes()[-2000:]!r}")
         try:
-            return requests.get(base + "/stats", timeout=1).status_code == 200
+            return requests.get(self.base + "/stats", timeout=1).status_code == 200
         except requests.ConnectionError:
             return False
 
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(self.proc)
+
+
+@pytest.fixture
+def chat_process(tmp_path):
+    """A started :class:`ChatProcess` on a free port, stopped at the end."""
+    if not os.path.exists(os.path.join(ROOT, "examples", "chat.py")):
+        pytest.skip("examples/chat.py is not written yet")
+    chat = ChatProcess(tmp_path)
     try:
-        wait_until(up, what="chat.py to listen")
-        yield base
+        chat.start()
+        yield chat
     finally:
-        stop_process(proc)
+        chat.stop()
+
+
+@pytest.fixture
+def chat_server(chat_process):
+    """The chat's base URL."""
+    return chat_process.base
 
 
 @pytest.fixture
@@ -103,10 +133,26 @@ def connections(base: str) -> int:
     return requests.get(base + "/stats", timeout=TIMEOUT).json()["connections"]
 
 
+def watch(page) -> List[str]:
+    """Everything that would show as an error in the browser's console: console
+    errors, uncaught exceptions, failed requests, responses of 400 and up."""
+    problems: List[str] = []
+    page.on("console", lambda msg: problems.append(f"console: {msg.text}")
+            if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"exception: {error}"))
+    page.on("requestfailed", lambda request: problems.append(
+        f"failed: {request.url} {request.failure}"))
+    page.on("response", lambda response: problems.append(
+        f"{response.status}: {response.url}") if response.status >= 400 else None)
+    return problems
+
+
 def open_chat(context, base: str) -> Dict[str, Any]:
-    """Open the chat page; return the page, its name and the 101 response
-    headers the browser received for its WebSocket (seen through CDP)."""
+    """Open the chat page; return the page, its name, the 101 response
+    headers the browser received for its WebSocket (seen through CDP) and the
+    list of console problems (see :func:`watch`), which grows as they come."""
     page = context.new_page()
+    problems = watch(page)
     handshakes: List[Dict[str, str]] = []
     cdp = context.new_cdp_session(page)
     cdp.on("Network.webSocketHandshakeResponseReceived",
@@ -117,7 +163,13 @@ def open_chat(context, base: str) -> Dict[str, Any]:
     sync_api.expect(page.locator("#status")).to_have_text("connected")
     sync_api.expect(page.locator("#me")).not_to_have_text("?")
     wait_until(lambda: handshakes, what="the WebSocket handshake event")
-    return {"page": page, "name": page.locator("#me").inner_text(), "handshake": handshakes[0]}
+    return {"page": page, "name": page.locator("#me").inner_text(), "handshake": handshakes[0],
+            "problems": problems}
+
+
+def say(page, text: str) -> None:
+    page.locator("#msg").fill(text)
+    page.locator("#msg").press("Enter")
 
 
 def log_texts(page) -> List[str]:
@@ -176,5 +228,97 @@ def test_two_pages_chat_and_the_server_sees_one_leave(chat_server, browser_conte
     assert os.path.getsize(shot) > 1000
     assert any(expected in line for line in log_texts(page1))
 
+    # nothing went wrong in the browser's console (a missing /favicon.ico would be a 404)
+    assert one["problems"] == [] and two["problems"] == []
+
     page1.close()
     wait_until(lambda: connections(base) == 0, what="/stats to reach zero")
+
+
+# what Chromium logs when a WebSocket cannot connect (expected while the server is down)
+WS_FAILED = re.compile(r"^console: WebSocket connection to 'ws://[^']*/ws' failed")
+
+
+def test_the_page_reconnects_when_the_server_restarts(chat_process, browser_context):
+    side = open_chat(browser_context, chat_process.base)
+    page, problems = side["page"], side["problems"]
+    status, box, button = page.locator("#status"), page.locator("#msg"), page.locator("#send")
+    say(page, "before the restart")
+    sync_api.expect(page.locator("#log li", has_text=f"{side['name']}: before the restart")).to_have_count(1)
+    box.fill("typed while the server is away")
+
+    # the server goes away: the page says so, input is disabled, the typed text stays
+    chat_process.stop()
+    sync_api.expect(status).to_have_text(re.compile(r"^reconnecting in \d+ s$"))
+    sync_api.expect(box).to_be_disabled()
+    sync_api.expect(button).to_be_disabled()
+    assert box.input_value() == "typed while the server is away"
+    # at least one attempt failed while nothing listened (and was retried)
+    wait_until(lambda: any(WS_FAILED.match(p) for p in problems), what="a failed reconnect attempt",
+               page=page)
+    # and the wait grows: from 0.25-0.5 s for the first retry to 2-4 s for the fourth
+    sync_api.expect(status).to_have_text(re.compile(r"^reconnecting in ([2-9]|10) s$"), timeout=TIMEOUT_MS)
+    sync_api.expect(box).to_be_disabled()
+
+    # the same port again: the page is back on its own, as a new guest
+    chat_process.start()
+    # (back-off: the next attempt may be some seconds away)
+    sync_api.expect(status).to_have_text("connected", timeout=TIMEOUT_MS)
+    sync_api.expect(box).to_be_enabled()
+    sync_api.expect(button).to_be_enabled()
+    assert box.input_value() == "typed while the server is away"
+    wait_until(lambda: connections(chat_process.base) == 1, what="/stats to count the page")
+    name = page.locator("#me").inner_text()
+    box.press("Enter")
+    sync_api.expect(page.locator("#log li", has_text=f"{name}: typed while the server is away")
+                    ).to_have_count(1)
+    assert box.input_value() == ""
+    # and another page hears it: messages flow through the new server's hub
+    other = open_chat(browser_context, chat_process.base)
+    say(page, "after the restart")
+    sync_api.expect(other["page"].locator("#log li", has_text=f"{name}: after the restart")
+                    ).to_have_count(1)
+    assert [p for p in problems if not WS_FAILED.match(p)] == []
+    assert other["problems"] == []
+
+
+def test_a_long_word_wraps_instead_of_widening_the_page(chat_server, browser_context):
+    side = open_chat(browser_context, chat_server)
+    page = side["page"]
+    say(page, "x" * 500)
+    line = page.locator("#log li", has_text=f"{side['name']}: xxxx")
+    sync_api.expect(line).to_have_count(1)
+    widths = page.evaluate("""() => {
+        const lines = [...document.querySelectorAll('#log li')], li = lines.pop();
+        const log = document.getElementById('log'), doc = document.documentElement;
+        return {li: [li.scrollWidth, li.clientWidth], log: [log.scrollWidth, log.clientWidth],
+                page: [doc.scrollWidth, doc.clientWidth],
+                height: li.clientHeight, one_line: lines[0].clientHeight};
+    }""")
+    for what in ("li", "log", "page"):
+        scroll, client = widths[what]
+        assert scroll <= client, (what, widths)
+    # 500 characters in a 40em column: several lines (the joined notice is one)
+    assert widths["height"] >= 4 * widths["one_line"], widths
+    assert side["problems"] == []
+
+
+def test_offline_the_page_says_disconnected_and_reconnects_when_back_online(chat_process,
+                                                                             browser_context):
+    side = open_chat(browser_context, chat_process.base)
+    page = side["page"]
+    status, box = page.locator("#status"), page.locator("#msg")
+    box.fill("kept")
+    # with no network the page does not count down: it waits for the browser's
+    # "online" event.  (Chromium's offline emulation leaves an open WebSocket
+    # alone: the server restarting ends it meanwhile.)
+    browser_context.set_offline(True)
+    chat_process.stop()
+    sync_api.expect(status).to_have_text("disconnected")
+    sync_api.expect(box).to_be_disabled()
+    chat_process.start()
+    browser_context.set_offline(False)
+    sync_api.expect(status).to_have_text("connected")
+    sync_api.expect(box).to_be_enabled()
+    assert box.input_value() == "kept"
+    assert side["problems"] == []

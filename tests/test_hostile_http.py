@@ -23,7 +23,7 @@ from gevent import pywsgi
 
 import gws13
 from gws13.server import MAX_HEADER_BYTES, MAX_HEADERS, MAX_REQUEST_LINE, WebSocketServer
-from conftest import RawClient, read_response_head
+from conftest import ErrorLog, RawClient, read_response_head
 
 pytest.importorskip("trustme")  # the ca and cert_files fixtures (conftest)
 
@@ -48,22 +48,6 @@ def app(environ, start_response):
 
 
 # -- fixtures -------------------------------------------------------------------
-
-class ErrorLog:
-    """The server's ``error_log``: pywsgi writes client errors here."""
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(data)
-
-    def writelines(self, lines):
-        self.lines.extend(lines)
-
-    def flush(self):
-        pass
-
 
 @pytest.fixture(scope="module")
 def client_context(ca):
@@ -508,7 +492,7 @@ def raising_app(environ, start_response):
 @pytest.mark.parametrize("path, handler", [("/environ", gws13.WebSocketHandler), ("/egg", gws13.WebSocketHandler),
                                            ("/egg", pywsgi.WSGIHandler)],
                          ids=["environ", "with_websocket", "with_websocket-stock-handler"])
-def test_an_application_error_closes_1011_with_a_fixed_reason(start, capfd, mode, path, handler,
+def test_an_application_error_closes_1011_with_a_fixed_reason(start, capfd, caplog, mode, path, handler,
                                                                client_context):
     server = start(mode, raising_app, handler)
     if mode == "plain":
@@ -525,8 +509,16 @@ def test_an_application_error_closes_1011_with_a_fixed_reason(start, capfd, mode
         assert (ws.close_code, ws.close_reason) == (1011, "internal error")
         ws.close()
     wait_until(lambda: handlers_done(server), 5, "the handler to end")
-    # the exception and its traceback went to the server's log, once
     err = capfd.readouterr().err
+    if handler is gws13.WebSocketHandler:
+        # the exception and its traceback went to the gws13.server logger, once
+        # (issue 13), and pywsgi's error printer did not print it again
+        records = [r for r in caplog.records if r.exc_info and r.exc_info[0] is Boom]
+        assert len(records) == 1 and records[0].name == "gws13.server", caplog.records
+        assert records[0].levelname == "ERROR"
+        assert "Traceback" not in err and "Boom" not in err, err
+        return
+    # the stock handler: the exception and its traceback went to the server's log, once
     assert err.count("Boom: secret internals of the app") == 1 and err.count("failed with Boom") == 1, err
     # and nothing else, over TLS too
     assert err.count("Traceback") == 1, err

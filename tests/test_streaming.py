@@ -666,3 +666,25 @@ def test_a_held_message_while_the_app_only_sends_keeps_memory_bounded_and_close_
     assert results.get(timeout=TIMEOUT) is True
     assert client.read_until_close()[-1].code == 4000
     client.close()
+
+
+def test_streamed_messages_and_bytes_are_counted_in_stats_and_metrics():
+    results = []
+
+    def proc(ws):
+        stream = ws.receive_stream(max_size=None)
+        results.append(len(stream.read()))
+        ws.send(iter([b"x" * 1000, b"y" * 2000]))
+        results.append(dict(ws.stats))
+
+    before = gws13.metrics()
+    with Client(gws13.websocket_app(proc)).connect("/") as ws:
+        ws.send([b"a" * 3000, b"b" * 4000])
+        assert ws.receive(timeout=TIMEOUT) == b"x" * 1000 + b"y" * 2000
+    stats = results[1]
+    assert results[0] == 7000
+    assert stats["messages_received"] == 1 and stats["payload_bytes_received"] == 7000
+    assert stats["messages_sent"] == 1 and stats["payload_bytes_sent"] == 3000
+    after = gws13.metrics()
+    assert after["messages_received"] - before["messages_received"] >= 2  # both sides count
+    assert after["messages_sent"] - before["messages_sent"] >= 2

@@ -18,13 +18,20 @@ logger = logging.getLogger(__name__)
 
 MEANINGS = {
     "ping_interval": "seconds between keepalive pings the server (or client) sends; 0 disables them",
-    "close_timeout": "seconds to wait for the peer's close frame before dropping TCP; 0: don't wait",
-    "connection_timeout": "idle seconds (no frame of any kind from the peer) before closing with 1001; 0 disables",
+    "close_timeout": "seconds the closing handshake may take once a close frame is queued (the peer's close frame, "
+                     "and our own still in the write buffer) before TCP is dropped; 0: don't wait",
+    "connection_timeout": "idle seconds (no frame of any kind from the peer), or seconds a write buffer that the peer "
+                          "does not read makes no progress, before the connection is closed; 0 disables",
+    "handshake_timeout": "seconds a connection may take to send a complete request head (the keep-alive wait for the "
+                         "next request included) before it is closed without an answer; 0 disables",
+    "write_limit": "bytes in a connection's write buffer above which `send` blocks, until it drains to a quarter "
+                   "of that (high and low water marks)",
     "accept_connection": "called with the `Origin` header (or `\"\"`); a false result refuses the upgrade",
     "access_denied": "WSGI app that answers a refused origin",
     "drop_incoming_pings": "`True` restores the egg's behaviour of never answering pings",
     "propagate_common_errors": "re-raise library errors out of `with_websocket`",
-    "max_frame_size": "largest incoming frame payload in bytes, inclusive; checked from the frame header",
+    "max_frame_size": "largest incoming frame payload in bytes, inclusive; checked from the frame header, and on the "
+                      "decompressed data of a compressed frame",
     "max_message_size": "largest incoming message in bytes (after decompression), inclusive; checked from the headers",
     "max_queue": "messages read ahead of the application before reading stops (TCP backpressure)",
     "subprotocols": "subprotocols the server speaks, in order of preference (a client: offers)",
