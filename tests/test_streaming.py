@@ -688,3 +688,67 @@ def test_streamed_messages_and_bytes_are_counted_in_stats_and_metrics():
     after = gws13.metrics()
     assert after["messages_received"] - before["messages_received"] >= 2  # both sides count
     assert after["messages_sent"] - before["messages_sent"] >= 2
+
+
+def test_a_multibyte_character_split_across_frames_arrives_whole_in_a_text_stream(serve):
+    results = queue.Queue()
+
+    def proc(ws):
+        results.put(list(ws.receive_stream()))
+
+    server = serve(gws13.websocket_app(proc))
+    client = RawClient(server.port)
+    euro = "€".encode()  # three bytes, one per frame
+    client.send_frame(OP_TEXT, b"a" + euro[:1], fin=False)
+    client.send_frame(OP_CONT, euro[1:2], fin=False)
+    client.send_frame(OP_CONT, euro[2:] + "é".encode()[:1], fin=False)
+    client.send_frame(OP_CONT, "é".encode()[1:] + b"z", fin=True)
+    pieces = results.get(timeout=TIMEOUT)
+    assert "".join(pieces) == "a€éz" and all(isinstance(p, str) for p in pieces)
+    client.close()
+
+
+def test_a_large_upload_streamed_with_no_limit_while_pings_are_answered(serve):
+    # 24 MiB in 64 KiB frames; after every 4 MiB the client pings and waits
+    # for the pong before sending on: pings are answered while the stream is read
+    results = queue.Queue()
+    frame = os.urandom(1 << 16)
+    count = 24 * 16
+
+    def proc(ws):
+        total = 0
+        for piece in ws.receive_stream(max_size=None):
+            total += len(piece)
+        results.put(total)
+
+    server = serve(gws13.websocket_app(proc, max_message_size=1 << 20))
+    client = RawClient(server.port)
+    for i in range(count):
+        client.send_frame(OP_BINARY if i == 0 else OP_CONT, frame, fin=i == count - 1)
+        if i % 64 == 63 and i != count - 1:
+            payload = struct.pack("!I", i)
+            client.send_frame(OP_PING, payload)
+            event = client.next_event()
+            assert type(event).__name__ == "Pong" and event.payload == payload
+    assert results.get(timeout=30) == count << 16
+    client.close()
+
+
+def test_websocket_client_reads_a_sent_stream_as_one_message(serve):
+    import websocket  # websocket-client
+
+    def proc(ws):
+        ws.receive()
+        ws.send(bytes([i]) * 50000 for i in range(10))
+        ws.send(iter(["déjà ", "vu"]))
+        ws.receive()
+
+    server = serve(gws13.websocket_app(proc))
+    conn = websocket.create_connection(server.url, timeout=TIMEOUT)
+    try:
+        conn.send("go")
+        assert conn.recv() == b"".join(bytes([i]) * 50000 for i in range(10))
+        assert conn.recv() == "déjà vu"
+        conn.send("end")
+    finally:
+        conn.close()
