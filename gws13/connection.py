@@ -1126,7 +1126,14 @@ class WebSocket:
         (``stream.close()``, leaving a ``with`` block, or a ``for`` loop that
         breaks out of an unreferenced stream) skips the rest of its message:
         its pieces are read and dropped (the limit still applies) and the
-        connection stays usable for the next message."""
+        connection stays usable for the next message.
+
+        A message whose frame header already shows it over ``max_frame_size``
+        or ``max_message_size`` before any ``receive_stream`` asked for it is
+        held, unparsed, with reading paused (bounded memory, TCP
+        backpressure): the next ``receive_stream`` takes it under its own
+        ``max_size``; :meth:`receive` refuses it with 1009 as it would
+        without streams."""
         proto = self._proto
         if proto is None:
             proto = self._ensure()
