@@ -1179,11 +1179,13 @@ class WebSocket:
         possible receive_stream: fail the connection with 1009 as if it had
         been refused at its header."""
         proto = self._proto
+        if proto is None:
+            return
         proto.refuse_held()
         if proto.failure is not None:
             self._on_failure(proto)
 
-    def _stream_end_of_connection(self, item: "_Closed") -> None:
+    def _stream_end_of_connection(self, item: "_Closed") -> Optional["MessageStream"]:
         if item.returned:
             raise self._closed_error()
         item.returned = True
@@ -1310,7 +1312,7 @@ class WebSocket:
         if current is self._hub:
             raise RuntimeError("cannot wait in the hub for a message stream to end")
         while self._wstream is not None and not self._dropped:
-            waiter = Waiter(self._hub)
+            waiter: Any = Waiter(self._hub)
             self._wstream.waiters.append(waiter)
             try:
                 waiter.get()
@@ -1501,7 +1503,7 @@ class _SendStream:
 
     def __init__(self, owner: Any) -> None:
         self.owner = owner
-        self.waiters: list = []
+        self.waiters: List[Any] = []
         self.kind: Optional[bool] = None
         self.sent = False
 
@@ -1696,7 +1698,7 @@ class _StreamSink:
     def _wait(self, timeout: Optional[float], ready: Callable[[], bool]) -> None:
         ws = self._ws
         while not ready():
-            waiter = Waiter(ws._hub)
+            waiter: Any = Waiter(ws._hub)
             ws._waiters.append(waiter)
             timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None
             try:

@@ -644,7 +644,7 @@ class Protocol:
         if tell:
             sink.end()
 
-    def _receive_streaming(self, data: Any, messages: Optional[list], events: List[Event]) -> List[Event]:
+    def _receive_streaming(self, data: Any, messages: Optional[List[Any]], events: List[Event]) -> List[Event]:
         """receive_data while a message is streamed: in steps, stopping while
         the sink is full (the rest stays in ``_buf``)."""
         if messages is None:
