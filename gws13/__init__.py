@@ -11,7 +11,7 @@ import logging as _logging
 from ._metrics import metrics
 from .api import (current_websocket, receive_message, send_message, with_concurrent_websocket,
                   with_websocket)
-from .connection import PendingPing, WebSocket
+from .connection import MessageStream, PendingPing, WebSocket
 from .deflate import Deflate  # also registers the ``compression`` parameter
 from .exceptions import (AccessDenied, ConnectionClosed, ConnectionTimeout, HandshakeError,
                          InvalidData, InvalidHandshake, InvalidOptype, MessageTooLarge,
@@ -22,6 +22,7 @@ from .params import Parameters, parameterize, parameters
 from .server import WebSocketHandler
 from .client import connect
 from .wsgi import websocket_app
+from . import testing  # gws13.testing.Client, usable after a plain "import gws13"
 
 __version__ = "0.1.0"
 
@@ -76,7 +77,7 @@ def __getattr__(name: str) -> "object":
 
 
 __all__ = [
-    "WebSocketHandler", "WebSocket", "PendingPing", "connect", "websocket_app",
+    "WebSocketHandler", "WebSocket", "PendingPing", "MessageStream", "connect", "websocket_app",
     "with_websocket", "with_concurrent_websocket", "receive_message", "send_message",
     "current_websocket", "parameters", "parameterize", "Parameters", "Deflate",
     "WebSocketError", "ProtocolError", "ReservedBitsNotSupported", "InvalidData",

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import ssl as _stdlib_ssl
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 from urllib.parse import unquote, urlsplit
 
 import gevent
@@ -35,6 +35,7 @@ __all__ = ["connect"]
 _log = logging.getLogger("gws13.client")
 
 HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+_W = TypeVar("_W", bound=WebSocket)
 
 _MAX_HEAD = 64 * 1024     # a 101 response head is a few hundred bytes
 _MAX_BODY_SHOWN = 512     # of a refusal's body, quoted in the error message
@@ -71,6 +72,16 @@ def connect(url: str, *, subprotocols: Optional[Sequence[str]] = None,
     (``ConnectionRefusedError``, ``socket.gaierror``, ``ssl.SSLError``...) for
     network and TLS failures, ``ValueError``/``TypeError`` for bad arguments.
     """
+    return _connect(url, _open_socket, WebSocket, subprotocols=subprotocols, headers=headers,
+                    origin=origin, ssl_context=ssl_context, timeout=timeout, params=params)
+
+
+def _connect(url: str, opener: Callable[[Any, Any, Optional[float]], Any], ws_class: Type[_W], *,
+             subprotocols: Optional[Sequence[str]], headers: Optional[HeadersLike],
+             origin: Optional[str], ssl_context: Any, timeout: Optional[float],
+             params: Dict[str, Any]) -> _W:
+    """:func:`connect` over the socket ``opener(target, ssl_context, timeout)``
+    returns, making a ``ws_class`` (gws13.testing opens a socket pair)."""
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
@@ -96,7 +107,7 @@ def connect(url: str, *, subprotocols: Optional[Sequence[str]] = None,
     try:
         if timer is not None:
             timer.start()
-        sock = _open_socket(target, ssl_context, timeout)
+        sock = opener(target, ssl_context, timeout)
         sock.sendall(request)
         status, reason, response_headers, rest = _read_head(sock)
         if status != 101:
@@ -123,7 +134,7 @@ def connect(url: str, *, subprotocols: Optional[Sequence[str]] = None,
     # left on the socket would turn a quiet peer into a lost connection
     sock.settimeout(None)
     environ = target.environ(origin, response_headers, extra)
-    ws = WebSocket(environ=environ, client=True, params=settings)
+    ws = ws_class(environ=environ, client=True, params=settings)
     ws.subprotocol = subprotocol
     ws.extensions = extensions
     proto = Protocol(client=True, max_frame_size=settings["max_frame_size"],

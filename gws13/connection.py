@@ -48,6 +48,8 @@ connection is not kept alive by its timer.
 
 from __future__ import annotations
 
+import codecs
+import collections
 import heapq
 import logging
 import socket
@@ -55,7 +57,7 @@ import struct
 import sys
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -63,10 +65,11 @@ from gevent.hub import Waiter, get_hub, getcurrent
 
 from . import _metrics
 from . import params as _params
-from .exceptions import ConnectionClosed, ConnectionTimeout, WebSocketError
+from .exceptions import ConnectionClosed, ConnectionTimeout, InvalidData, MessageTooLarge, UnexpectedError, WebSocketError
+from .frames import OP_BINARY, OP_CONT, OP_TEXT
 from .protocol import Close, Ping, Pong, Protocol
 
-__all__ = ["WebSocket", "PendingPing"]
+__all__ = ["WebSocket", "PendingPing", "MessageStream"]
 
 _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of held-back frames that trigger a write at once
@@ -234,6 +237,8 @@ class WebSocket:
         # the writer
         "_wbuf", "_wsize", "_wstate", "_wlimit", "_wio", "_writer", "_wwaiters", "_wpong",
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
+        # streams (issue 15): the message being sent as fragments, the one being received
+        "_wstream", "_rstream",
         # metrics (gws13.metrics(), ws.stats): plain counters, see gws13/_metrics.py
         "_n_min", "_n_mout", "_n_bin", "_n_bout", "_n_pings", "_n_late",
         "_n_paused", "_n_qhigh", "_n_whigh", "_n_opened", "_n_closer",
@@ -291,6 +296,8 @@ class WebSocket:
         self._wprogress = 0.0  # when the buffer last made progress (or filled)
         self._wdrain: Optional[List[Any]] = None  # callbacks run when the buffer drains
         self._ctimer: Any = None  # the closing handshake's deadline
+        self._wstream: Optional[_SendStream] = None  # a fragmented message being sent
+        self._rstream: Any = None  # the _StreamSink of the message being streamed in
         # metrics (gws13/_metrics.py): messages and wire bytes in and out
         # (application bytes: the protocol's payload_in/out), pings sent, keepalive pongs late, reads paused,
         # read-queue and write-buffer high-water marks
@@ -306,6 +313,9 @@ class WebSocket:
         past the handshake."""
         self._sock = sock
         self._proto = protocol
+        # a message over the limits waits for the application: receive_stream
+        # may take it with its own limit, receive refuses it (1009)
+        protocol.hold_oversized = True
         self._params = params
         self._max_queue = params["max_queue"]
         self._drop_pings = params["drop_incoming_pings"]
@@ -443,6 +453,8 @@ class WebSocket:
     def _next(self, timeout: Optional[float]) -> Any:
         if self._proto is None:
             self._ensure()
+        if self._rstream is not None:
+            self._stream_in_the_way(timeout)
         queue = self._queue
         if self._deferred is not None and queue and queue[0].__class__ is _Closed:
             self._run_deferred()
@@ -458,6 +470,12 @@ class WebSocket:
                 self._on_readable()
                 if queue:
                     break
+            if self._proto._sink is not None and self._proto.held:  # type: ignore[union-attr]  # set by _ensure above
+                # a message over the limits held for a possible receive_stream
+                # (found before this call, by its read or while it waited):
+                # receive refuses it
+                self._refuse_held()
+                break
             waiter: Waiter[Any] = Waiter(self._hub)
             self._waiters.append(waiter)
             timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None  # type: ignore[attr-defined]  # not in gevent's stubs
@@ -490,10 +508,16 @@ class WebSocket:
                 return
             yield item
 
-    def send(self, data: Union[str, bytes, bytearray, memoryview], binary: Optional[bool] = None,
-             compress: Optional[bool] = None) -> None:
+    def send(self, data: Union[str, bytes, bytearray, memoryview, Iterable[Union[str, bytes, bytearray, memoryview]]],
+             binary: Optional[bool] = None, compress: Optional[bool] = None) -> None:
         """Send one message: ``str`` as text, bytes-like as binary (``binary``
         forces the type; ``compress=False`` skips permessage-deflate).
+
+        Any other iterable (a generator, an iterator, a list of chunks) is sent
+        as one fragmented message, a frame per chunk as it yields them: see
+        :meth:`_send_stream` and the Streaming guide.  Its chunks are all
+        ``str`` (text) or all bytes-like (binary); a chunk of another kind
+        raises TypeError.
 
         Returns once the message is in the connection's outgoing buffer; blocks
         while that holds more than ``write_limit`` bytes.  Raises
@@ -504,9 +528,17 @@ class WebSocket:
             proto = self._ensure()
         if self._dropped:
             raise self._closed_error()
+        if self._wstream is not None:
+            self._wait_stream()  # a fragmented message is going out: never interleave
         # Encoded and put in the buffer with no switch in between: frames keep
         # the order of a compressor's shared context, whichever greenlet sends.
-        pieces = proto.send_message(data, binary, compress)
+        try:
+            pieces = proto.send_message(data, binary, compress)  # type: ignore[arg-type]  # an iterable raises TypeError
+        except TypeError:
+            if not _is_stream(data):
+                raise
+            self._send_stream(data, binary, compress)  # counted there (metrics)
+            return
         self._n_mout += 1  # metrics
         raw = self._raw
         if raw is None:
@@ -663,7 +695,7 @@ class WebSocket:
                     return
             else:
                 self._data_received(view[:n])
-            if n < size or self._dropped:
+            if n < size or self._dropped or self._paused:
                 return
 
     def _budget(self, n: int, size: int, spent: float) -> bool:
@@ -741,6 +773,8 @@ class WebSocket:
                 self._on_close(event)
         if proto.failure is not None:
             self._on_failure(proto)
+        elif proto._sink is not None and proto.held and not self._paused:
+            self._pause()  # nothing more is parsed until the application decides
         self._wake()
 
     def _answer_ping(self, frame: bytes) -> None:
@@ -856,6 +890,8 @@ class WebSocket:
             self._resume.clear()  # type: ignore[union-attr]  # set by _pause
 
     def _unpause(self) -> None:
+        if self._proto._sink is not None and self._proto.held:  # type: ignore[union-attr]  # an open connection's
+            return  # a held message: reading waits for receive_stream or its refusal
         self._paused = False
         if self._dropped:
             return
@@ -1026,7 +1062,7 @@ class WebSocket:
             self._wthen = None
             then()
         drain = self._wdrain
-        if drain:
+        if drain and self._wstream is None:  # (a stream's end runs them: _end_stream)
             for callback in list(drain):
                 callback()
 
@@ -1072,6 +1108,241 @@ class WebSocket:
             self._ctimer.start(self._drop)
         self._wthen = then
         self._enqueue([frame])
+
+    # -- streams (issue 15) ----------------------------------------------------
+    def receive_stream(self, max_size: Optional[int] = -1,
+                       timeout: Optional[float] = None) -> Optional["MessageStream"]:
+        """The next message as an iterator over its pieces, as its frames arrive
+        (a :class:`MessageStream`): ``str`` pieces for text (decoded
+        incrementally: invalid UTF-8 fails the connection with 1007 as soon as
+        it arrives), ``bytes`` for binary; ``stream.text`` tells which.
+
+        ``max_size`` bounds this message's data (bytes, after decompression):
+        by default the connection's ``max_message_size``; None for no limit;
+        more fails the connection with 1009.  For this message it also stands
+        in for ``max_frame_size``: a streamed frame is never held whole.
+        Memory stays bounded by a few hundred KiB whatever the size: reading
+        from the socket stops while the consumer is behind (TCP backpressure).
+
+        Waits for the message to begin (``timeout`` seconds at most for it and
+        for each piece: TimeoutError).  Returns ``None`` once when the
+        connection has closed, then raises ConnectionClosed, as
+        :meth:`receive` does.  Iterating raises the connection's error
+        (:class:`MessageTooLarge`, :class:`InvalidData`...) or
+        ConnectionClosed if it ends in the middle of the message.
+
+        Mixed use: while a stream is open (not exhausted nor closed),
+        :meth:`receive`, iteration over the WebSocket and another
+        ``receive_stream`` raise RuntimeError.  Closing the stream
+        (``stream.close()``, leaving a ``with`` block, or a ``for`` loop that
+        breaks out of an unreferenced stream) skips the rest of its message:
+        its pieces are read and dropped (the limit still applies) and the
+        connection stays usable for the next message.
+
+        A message whose frame header already shows it over ``max_frame_size``
+        or ``max_message_size`` before any ``receive_stream`` asked for it is
+        held, unparsed, with reading paused (bounded memory, TCP
+        backpressure): the next ``receive_stream`` takes it under its own
+        ``max_size``; :meth:`receive` refuses it with 1009 as it would
+        without streams."""
+        proto = self._proto
+        if proto is None:
+            proto = self._ensure()
+        if self._rstream is not None:
+            self._stream_in_the_way(timeout)
+        limit = proto.max_message_size if max_size == -1 else max_size
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"max_size must be a number of bytes or None, got {max_size!r}")
+        queue = self._queue
+        if queue:
+            item = queue[0]
+            if item.__class__ is _Closed:
+                return self._stream_end_of_connection(item)
+            # already assembled (it arrived before this call): one piece
+            del queue[0]
+            if self._paused and len(queue) < self._max_queue:
+                self._unpause()
+            if limit is not None and len(item.encode("utf-8") if item.__class__ is str else item) > limit:
+                error = MessageTooLarge(f"message exceeds max_size {limit}")
+                self.fail(error)
+                raise error
+            return MessageStream(_StreamSink(self, timeout, item))
+        stream = _StreamSink(self, timeout)
+        self._rstream = stream
+        proto.stream_next(stream, limit)
+        try:
+            stream._wait_start()
+        except BaseException:
+            if proto.stream_cancel():
+                self._rstream = None
+            else:
+                stream.close()
+            raise
+        if stream._state == _S_WAITING:  # the connection ended first
+            proto.stream_cancel()
+            self._rstream = None
+            item = queue[-1] if queue and queue[-1].__class__ is _Closed else _Closed(b"")
+            return self._stream_end_of_connection(item)
+        return MessageStream(stream)
+
+    def _refuse_held(self) -> None:
+        """receive() reached a message over the limits that was held for a
+        possible receive_stream: fail the connection with 1009 as if it had
+        been refused at its header."""
+        proto = self._proto
+        if proto is None:
+            return
+        proto.refuse_held()
+        if proto.failure is not None:
+            self._on_failure(proto)
+
+    def _stream_end_of_connection(self, item: "_Closed") -> Optional["MessageStream"]:
+        if item.returned:
+            raise self._closed_error()
+        item.returned = True
+        return None
+
+    def _stream_in_the_way(self, timeout: Optional[float]) -> None:
+        stream = self._rstream
+        if stream._state != _S_ABANDONED:
+            raise RuntimeError("a message stream of this WebSocket is open: read it to its end or "
+                               "close it before receiving another message")
+        # an abandoned stream's message is still being skipped: the next message follows it
+        stream._wait(timeout, lambda: self._rstream is not stream)
+
+    def _send_stream(self, chunks: Iterable[Any], binary: Optional[bool],
+                     compress: Optional[bool]) -> None:
+        """Send the chunks of ``chunks`` as one fragmented message (RFC 6455
+        5.4): a frame per non-empty chunk as it is produced, then an empty
+        final frame (the end is known only when the iterator is exhausted).
+
+        Every frame goes through the connection's one writer and its
+        ``write_limit`` like any send.  Pings are answered and keepalives sent
+        in between (control frames may be interleaved); other greenlets' sends
+        and :class:`Hub` broadcasts wait until the message has ended.
+        permessage-deflate, when negotiated and not ``compress=False``, runs
+        over the whole message (RSV1 on the first frame, each frame
+        sync-flushed so the peer can inflate it at once).
+
+        Raises TypeError for a chunk that is not str/bytes-like or not of the
+        first chunk's kind, InvalidData for a text stream of bytes that is not
+        UTF-8, and whatever the iterable raises.  Nothing sent yet: just the
+        error.  Once a frame has gone out the message cannot be completed:
+        the connection is closed with 1011 and the error re-raised (a half
+        message is never followed by another)."""
+        if getcurrent() is self._hub:
+            raise RuntimeError("a stream cannot be sent from the hub (it blocks)")
+        iterator = iter(chunks)  # TypeError for a non-iterable, before anything is sent
+        if self._wstream is not None:
+            self._wait_stream()
+        proto: Protocol = self._proto  # type: ignore[assignment]  # send() ensured it
+        stream = self._wstream = _SendStream(getcurrent())
+        deflate = proto.deflate if compress is not False else None
+        text: Optional[bool] = None if binary is None else not binary
+        decoder: Any = None
+        opcode = 0
+        try:
+            for chunk in iterator:
+                cls = chunk.__class__
+                if cls is str:
+                    kind = True
+                elif isinstance(chunk, (bytes, bytearray, memoryview)):
+                    kind = False
+                else:
+                    raise TypeError(f"cannot stream a chunk of type {cls.__name__}: str or bytes-like")
+                if stream.kind is None:
+                    stream.kind = kind
+                    if text is None:
+                        text = kind
+                elif kind != stream.kind:
+                    raise TypeError("a stream's chunks must all be str or all bytes-like, not both")
+                payload = chunk.encode("utf-8") if kind else chunk
+                if text and not kind:
+                    if decoder is None:
+                        decoder = codecs.getincrementaldecoder("utf-8")()
+                    try:
+                        decoder.decode(payload)
+                    except UnicodeDecodeError:
+                        raise InvalidData("text stream is not valid UTF-8") from None
+                if not len(payload):
+                    continue
+                proto.payload_out += len(payload)  # metrics (as send_message: bytes, before compression)
+                if deflate is not None:
+                    payload = deflate.compress_part(payload)
+                if not stream.sent:
+                    opcode = OP_TEXT if text else OP_BINARY
+                    pieces = proto.send_fragment(opcode, payload, False, deflate is not None)
+                else:
+                    pieces = proto.send_fragment(OP_CONT, payload, False)
+                stream.sent = True
+                self._stream_write(pieces)
+            if decoder is not None:
+                try:
+                    decoder.decode(b"", True)
+                except UnicodeDecodeError:
+                    raise InvalidData("text stream ends inside a UTF-8 sequence") from None
+            if not stream.sent:
+                # nothing (or only empty chunks): one empty message of the stream's kind
+                self._wstream = None
+                self._stream_write(proto.send_message("" if text or text is None else b"",
+                                                      None, compress))
+                self._n_mout += 1  # metrics
+            else:
+                self._stream_write(proto.send_fragment(OP_CONT, deflate.compress_end()
+                                                       if deflate is not None else b"", True))
+                self._n_mout += 1  # metrics: a streamed message counts once it has ended
+        except BaseException as exc:
+            if stream.sent and not self._dropped and not proto.close_sent:
+                # the message cannot be finished: end the connection, never send another
+                error = exc if isinstance(exc, WebSocketError) and not isinstance(exc, ConnectionClosed) \
+                    else UnexpectedError("message stream failed")
+                if self.failure is None:
+                    self.failure = error
+                self._start_close(UnexpectedError.code, "message stream failed", self._linger)
+            raise
+        finally:
+            self._end_send_stream(stream)
+
+    def _stream_write(self, pieces: List[Any]) -> None:
+        # as send() after encoding: into the buffer whole, block above write_limit
+        self._enqueue(pieces, True)
+        if self._wsize > self._wlimit:
+            self._wait_drained()
+        elif self._dropped:
+            raise self._closed_error()
+
+    def _wait_stream(self) -> None:
+        """Block a data send until the fragmented message going out has ended
+        (or the connection: ConnectionClosed).  No deadline of its own: the
+        stream's writes have the connection's (a peer that stops reading
+        fails it after ``connection_timeout``, a close after ``close_timeout``)."""
+        stream: _SendStream = self._wstream  # type: ignore[assignment]  # called only while one is going out
+        current = getcurrent()
+        if stream.owner is current:
+            raise RuntimeError("send() of the same WebSocket inside the iterable it is streaming")
+        if current is self._hub:
+            raise RuntimeError("cannot wait in the hub for a message stream to end")
+        while self._wstream is not None and not self._dropped:
+            waiter: Any = Waiter(self._hub)
+            self._wstream.waiters.append(waiter)
+            try:
+                waiter.get()
+            finally:
+                waiters = stream.waiters
+                if waiter in waiters:
+                    waiters.remove(waiter)
+            stream = self._wstream or stream
+        if self._dropped:
+            raise self._closed_error()
+
+    def _end_send_stream(self, stream: "_SendStream") -> None:
+        if self._wstream is stream:
+            self._wstream = None
+        for waiter in stream.waiters:
+            self._loop.run_callback(waiter.switch, None)
+        stream.waiters = []
+        if not self._wbuf and self._wdrain and not self._dropped:
+            self._drained()  # the Hub's refills held back during the stream
 
     # -- liveness --------------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -1228,3 +1499,232 @@ class WebSocket:
     def __repr__(self) -> str:
         state = "pending" if self._proto is None else self._proto.state.value
         return f"<gws13.WebSocket {self.path or '?'} {state}>"
+
+
+def _is_stream(data: Any) -> bool:
+    """send()'s test for a message given as an iterable of chunks (tried only
+    after str/bytes-like failed: the whole-message path pays nothing)."""
+    return hasattr(data, "__iter__") and not isinstance(data, (str, bytes, bytearray, memoryview, Mapping))
+
+
+class _SendStream:
+    """The fragmented message a connection is sending: its greenlet, the
+    sends waiting for its end, its kind (True: str chunks) and whether a
+    frame went out."""
+
+    __slots__ = ("owner", "waiters", "kind", "sent")
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self.waiters: List[Any] = []
+        self.kind: Optional[bool] = None
+        self.sent = False
+
+
+# MessageStream states
+_S_WAITING, _S_OPEN, _S_ENDED, _S_DONE, _S_ABANDONED = range(5)
+# bytes of unread pieces above which reading from the socket stops, and below
+# which it resumes (the protocol overruns the high mark by at most one step)
+_STREAM_HIGH = 1 << 18
+_STREAM_LOW = 1 << 16
+
+
+class MessageStream:
+    """The pieces of one message, as :meth:`WebSocket.receive_stream` returns
+    them: iterate over it (``str`` pieces for text, ``bytes`` for binary).
+    A context manager: leaving the block closes it (see :meth:`close`), and
+    so does dropping the last reference to it (a ``for`` loop that breaks).
+
+    Iterating raises TimeoutError (the ``timeout`` given to
+    ``receive_stream``, for each piece), the error that failed the
+    connection (MessageTooLarge 1009, InvalidData 1007, ProtocolError...), or
+    ConnectionClosed if the connection ends before the message does."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: "_StreamSink") -> None:
+        self._sink = sink
+
+    @property
+    def text(self) -> bool:
+        """True for a text message (``str`` pieces), False for binary."""
+        return self._sink.text
+
+    @property
+    def received(self) -> int:
+        """Characters (text) or bytes (binary) given out so far."""
+        return self._sink.received
+
+    def __iter__(self) -> "MessageStream":
+        return self
+
+    def __next__(self) -> Union[str, bytes]:
+        return self._sink.next()
+
+    def read(self) -> Union[str, bytes]:
+        """The rest of the message in one ``str``/``bytes`` (as much memory as it takes)."""
+        parts = [piece for piece in self]
+        if self._sink.text:
+            return "".join(parts)  # type: ignore[arg-type]
+        return b"".join(parts)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Skip the rest of the message: it is read and dropped as it arrives
+        (its size limit still applies) and the connection goes on with the
+        next message.  Does nothing once the message has been read."""
+        self._sink.close()
+
+    def __enter__(self) -> "MessageStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._sink.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        sink = self._sink
+        state = ("waiting", "open", "ended", "done", "abandoned")[sink._state]
+        return f"<gws13.MessageStream {'text' if sink.text else 'binary'} {state} {sink.received}>"
+
+
+class _StreamSink:
+    """A streamed message's state, shared by the protocol (which feeds it),
+    the connection (``_rstream``) and the :class:`MessageStream` the
+    application holds (which alone may abandon it)."""
+
+    __slots__ = ("text", "received", "_ws", "_timeout", "_pieces", "_size", "_state")
+
+    def __init__(self, ws: WebSocket, timeout: Optional[float], whole: Any = None) -> None:
+        self._ws = ws
+        self._timeout = timeout
+        self.received = 0
+        self._pieces: Any = collections.deque()
+        self._size = 0
+        self.text = False
+        if whole is None:
+            self._state = _S_WAITING
+        else:
+            self.text = whole.__class__ is str
+            if whole:
+                self._pieces.append(whole)
+            self._state = _S_ENDED
+
+    # the protocol's sink (runs where the input is parsed, usually the hub)
+    def start(self, text: bool) -> None:
+        self.text = text
+        self._ws._n_min += 1  # metrics: a streamed message counts when it begins
+        if self._state == _S_WAITING:
+            self._state = _S_OPEN
+
+    def piece(self, data: Union[str, bytes]) -> None:
+        if self._state == _S_ABANDONED:
+            return  # skipped
+        self._pieces.append(data)
+        self._size += len(data)
+        ws = self._ws
+        if self._size > _STREAM_HIGH and not ws._paused:
+            ws._pause()  # the consumer is behind: TCP backpressure
+
+    def end(self) -> None:
+        if self._state == _S_ABANDONED:
+            # skipped to its end: the connection goes on (the parser wakes the waiters)
+            self._ws._rstream = None
+            self._state = _S_DONE
+        else:
+            self._state = _S_ENDED
+
+    def full(self) -> bool:
+        return self._size > _STREAM_HIGH
+
+    # the consumer's side
+    def next(self) -> Union[str, bytes]:
+        while True:
+            pieces = self._pieces
+            if pieces:
+                data: Union[str, bytes] = pieces.popleft()
+                self._size -= len(data)
+                self.received += len(data)
+                if self._ws._paused and self._size <= _STREAM_LOW:
+                    self._refill()
+                return data
+            state = self._state
+            if state == _S_ENDED:
+                self._finish()
+                raise StopIteration
+            if state >= _S_DONE:
+                raise StopIteration
+            ws = self._ws
+            proto: Protocol = ws._proto  # type: ignore[assignment]  # an open connection's
+            if ws._dropped or ws.closed or proto.failure is not None:
+                self._state = _S_DONE
+                ws._rstream = None
+                failure = ws.failure
+                if isinstance(failure, WebSocketError) and not isinstance(failure, ConnectionClosed):
+                    raise failure
+                raise ws._closed_error()
+            self._wait(self._timeout, lambda: bool(self._pieces) or self._state != _S_OPEN
+                       or ws._dropped or ws.closed or proto.failure is not None)
+
+    def close(self) -> None:
+        state = self._state
+        if state in (_S_WAITING, _S_OPEN):
+            self._pieces.clear()
+            self._size = 0
+            self._state = _S_ABANDONED
+            self._refill()
+        elif state == _S_ENDED:
+            self._pieces.clear()
+            self._finish()
+
+    def _finish(self) -> None:
+        self._state = _S_DONE
+        ws = self._ws
+        if ws._rstream is self:
+            ws._rstream = None
+        self._refill()
+
+    def _refill(self) -> None:
+        """Resume reading: parse what the protocol kept while the stream was
+        full, then let the socket's data in again."""
+        ws = self._ws
+        if ws._dropped:
+            return
+        proto: Protocol = ws._proto  # type: ignore[assignment]  # an open connection's
+        if proto._buf and not proto.close_received:
+            ws._data_received(b"")
+        if ws._paused and self._size <= _STREAM_LOW and len(ws._queue) < ws._max_queue \
+                and not proto.close_received and proto.failure is None:
+            ws._unpause()
+
+    def _wait_start(self) -> None:
+        ws = self._ws
+        proto: Protocol = ws._proto  # type: ignore[assignment]  # an open connection's
+        if self._state == _S_WAITING:
+            self._refill()  # input kept back (a held message) may hold the message's start
+        self._wait(self._timeout, lambda: self._state != _S_WAITING or ws._dropped or ws.closed
+                   or proto.failure is not None)
+
+    def _wait(self, timeout: Optional[float], ready: Callable[[], bool]) -> None:
+        ws = self._ws
+        while not ready():
+            waiter: Any = Waiter(ws._hub)
+            ws._waiters.append(waiter)
+            timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None  # type: ignore[attr-defined]  # not in gevent's stubs
+            try:
+                waiter.get()
+            except BaseException as exc:
+                try:
+                    ws._waiters.remove(waiter)
+                except ValueError:
+                    pass
+                if timer is not None and exc is timer:
+                    raise TimeoutError("no data within %s s" % timeout) from None
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()

@@ -210,6 +210,31 @@ class PerMessageDeflate:
         # an empty result still needs the block header byte (RFC 7692 §7.2.3.6)
         return out or b"\x00"
 
+    def compress_part(self, data: Union[bytes, bytearray, memoryview]) -> bytes:
+        """Compress one fragment of a message that goes on: sync-flushed and
+        ending with ``00 00 ff ff`` (only the message's end drops it), so the
+        peer can inflate each frame as it arrives.  The message's context is
+        the connection's (context takeover) or a fresh one; it ends with
+        :meth:`compress_end`."""
+        compressor = self._compressor
+        if compressor is None:
+            compressor = self._compressor = self._new_compressor()
+        out: bytes = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        return out
+
+    def compress_end(self) -> bytes:
+        """The last frame's payload of a message sent with :meth:`compress_part`
+        (``00``, an empty block, when nothing is pending: RFC 7692 §7.2.3.6);
+        applies the no-context-takeover rule as :meth:`compress` does."""
+        compressor = self._compressor
+        if compressor is None:
+            compressor = self._new_compressor()
+        out = compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._compressor = None if self._send_reset else compressor
+        if out.endswith(_TAIL):
+            out = out[:-4]
+        return out or b"\x00"
+
     # -- incoming --------------------------------------------------------------
     def _after_end(self, data: bytes) -> None:
         """Data after the end of the deflate stream (a BFINAL block) inside the

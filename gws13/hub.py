@@ -351,7 +351,8 @@ class Hub:
             return
         ws = member.ws
         queue = member.queue
-        if not queue and ws._wsize < ws._wlimit:
+        if not queue and ws._wsize < ws._wlimit and ws._wstream is None:
+            # (while a fragmented message goes out, the item waits: never interleaved)
             if ws.closed:
                 return
             # encoded and buffered with no switch in between: compressed frames

@@ -13,7 +13,8 @@ from __future__ import annotations
 import codecs
 import enum
 import os
-from typing import Any, Callable, List, Optional, Union
+import sys
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
                          ReservedBitsNotSupported, WebSocketError)
@@ -37,6 +38,18 @@ _SPARE_FRAMES = 128
 _FRAME_DEFLATE_SLACK = 16
 # unmasked headers of whole text and binary frames of 0-125 bytes, by opcode
 _SMALL_HEADERS = {op: [bytes((0x80 | op, n)) for n in range(126)] for op in (OP_TEXT, OP_BINARY)}
+
+
+class _Hold:
+    """The sink of a held message (Protocol.hold_oversized): always full."""
+
+    __slots__ = ()
+
+    def full(self) -> bool:
+        return True
+
+
+_HOLD = _Hold()
 
 
 class State(enum.Enum):
@@ -156,7 +169,7 @@ class Protocol:
     __slots__ = ("client", "max_frame_size", "max_message_size", "deflate", "close_sent",
                  "close_received", "eof", "close_code", "close_reason", "failure", "_buf", "_op",
                  "_compressed", "_parts", "_size", "_decoder", "_frame", "_frames", "_wire",
-                 "_inflated", "payload_in", "payload_out")
+                 "_inflated", "_sink", "_limits", "hold_oversized", "payload_in", "payload_out")
 
     def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
                  max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
@@ -189,6 +202,13 @@ class Protocol:
         #: application bytes of the complete messages received and sent (UTF-8
         #: for text; decompressed), for the metrics
         self.payload_in = self.payload_out = 0
+        # streaming receive (stream_next): where the next message's pieces go,
+        # and the limits it replaced for that message
+        self._sink: Any = None
+        self._limits: Optional[Tuple[int, int]] = None
+        #: keep a message that exceeds the limits at its first header instead of
+        #: failing at once (the connection layer sets it: see held / refuse_held)
+        self.hold_oversized = False
 
     # -- state -------------------------------------------------------------
     @property
@@ -211,6 +231,8 @@ class Protocol:
         events: List[Event] = []
         if self.failure is not None or self.close_received or self.eof:
             return events
+        if self._sink is not None:
+            return self._receive_streaming(data, messages, events)
         buf = self._buf
         pos = 0
         if (messages is not None and not buf and self._frame is None and self._op is None
@@ -277,7 +299,8 @@ class Protocol:
                emit: Callable[[Any], Any], pos: int) -> int:
         n = len(buf)
         # server side only: frames up to this size need no limit check
-        small = -1 if self.client else min(125, self.max_frame_size, self.max_message_size)
+        small = (-1 if self.client or self._sink is not None
+                 else min(125, self.max_frame_size, self.max_message_size))
         while not self.close_received:
             if self._frame is not None:
                 pos = self._stream(mv, pos, n, emit)
@@ -313,7 +336,17 @@ class Protocol:
                 if length >> 63:
                     raise ProtocolError("frame length has its most significant bit set")
             opcode = b0 & 0x0F
-            self._check_header(opcode, b0, b1, length)
+            try:
+                self._check_header(opcode, b0, b1, length)
+            except MessageTooLarge:
+                if not self.hold_oversized or self._sink is not None:
+                    raise  # a stream's own limit (or a hold already) is final
+                # a message that this frame takes over the limits (known from its
+                # header: uncompressed sizes, compressed bounds): kept from here,
+                # unparsed, for the application to stream (stream_next, with its
+                # own limit) or refuse (refuse_held)
+                self._sink = _HOLD
+                return pos
             if b1 & 0x80:
                 start += 4
                 if n < start:
@@ -335,7 +368,8 @@ class Protocol:
                 # a large data frame: consume its payload as it arrives, so the UTF-8
                 # check fails fast and nothing is held twice.  A whole binary message
                 # goes straight into its final bytes object (see payload_buffer).
-                if new_payload is not None and b0 & 0xF0 == 0x80 and opcode == OP_BINARY:
+                if (new_payload is not None and b0 & 0xF0 == 0x80 and opcode == OP_BINARY
+                        and self._sink is None):
                     payload, view = new_payload(length)
                 else:
                     payload = view = None  # type: ignore[assignment]
@@ -400,6 +434,8 @@ class Protocol:
         self._wire = 0
         self._inflated = 0
         self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
+        if self._sink is not None:
+            self._sink.start(opcode == OP_TEXT)
 
     def _on_data(self, opcode: int, b0: int, payload: bytes, emit: Callable[[Any], Any]) -> None:
         if opcode != OP_CONT:
@@ -496,6 +532,10 @@ class Protocol:
                 raise InvalidData("text message is not valid UTF-8") from None
         if not chunk:
             return
+        sink = self._sink
+        if sink is not None:
+            sink.piece(chunk)  # streamed: the piece goes out as it is, nothing kept here
+            return
         parts = self._parts
         if parts and len(chunk) < _COALESCE:
             # a small piece: merge it with a small piece before it
@@ -520,7 +560,7 @@ class Protocol:
                 self._decoder.decode(b"", True)
             except UnicodeDecodeError:
                 raise InvalidData("text message ends inside a UTF-8 sequence") from None
-            data: Union[str, bytes] = "".join(self._parts)
+            data: Union[str, bytes] = "".join(self._parts) if self._sink is None else ""
         else:
             # bytes, also from a bytearray piece; a single bytes piece is not copied
             data = b"".join(self._parts)
@@ -532,6 +572,9 @@ class Protocol:
         self._frames = 0
         self._wire = 0
         self._decoder = None
+        if self._sink is not None:
+            self._end_stream()
+            return
         emit(data)
 
     def _on_control(self, opcode: int, payload: bytes, events: List[Event]) -> None:
@@ -548,8 +591,125 @@ class Protocol:
 
     def _fail(self, exc: WebSocketError) -> None:
         self.failure = exc
+        if self._sink is not None:
+            self._end_stream(False)
         self._frame = None
         self.close_code, self.close_reason = exc.code, exc.reason
+
+    # -- streaming receive (issue 15) ----------------------------------------
+    def stream_next(self, sink: Any, max_size: Optional[int]) -> None:
+        """Deliver the next message's data to ``sink`` as it arrives instead of
+        assembling it: ``sink.start(text)`` when it begins, ``sink.piece(data)``
+        for each piece (``str`` decoded incrementally for text, ``bytes`` for
+        binary), ``sink.end()`` after its last frame.  A message already begun
+        is handed over with what it has so far.  For that message
+        ``max_size`` (None: no limit) replaces both ``max_frame_size`` and
+        ``max_message_size``; a breach fails the connection as usual (1009).
+
+        While the sink's ``full()`` is true, parsing stops and input stays
+        buffered; call ``receive_data(b"")`` to go on.  Parsing goes in small
+        steps (256 bytes of compressed input, 64 KiB otherwise), so a sink
+        that became full is overrun by about one step's output at most:
+        bounded even for a compressed message, since deflate expands at most
+        ~1032 times."""
+        if self._sink is not None and self._sink is not _HOLD:
+            raise RuntimeError("a stream is already being received")
+        self._limits = (self.max_frame_size, self.max_message_size)
+        limit = max_size if max_size is not None else sys.maxsize
+        self.max_frame_size = self.max_message_size = limit
+        self._sink = sink
+        if self._op is not None:
+            # a fragmented message under way: what it has so far goes first
+            sink.start(self._decoder is not None)
+            parts, self._parts = self._parts, []
+            for part in parts:
+                sink.piece(part if part.__class__ is not bytearray else bytes(part))
+        # (a whole binary frame being read in place is delivered as one piece)
+
+    @property
+    def held(self) -> bool:
+        """True while a message over the limits waits (``hold_oversized``): the
+        input from its first header on is buffered, unparsed."""
+        return self._sink is _HOLD
+
+    def refuse_held(self) -> None:
+        """Fail the connection for the held message (MessageTooLarge, 1009)."""
+        if self._sink is _HOLD:
+            self._sink = None
+            self._fail(MessageTooLarge(f"message exceeds max_message_size {self.max_message_size} "
+                                       f"or max_frame_size {self.max_frame_size}"))
+
+    def stream_cancel(self) -> bool:
+        """Take back :meth:`stream_next` if its message has not begun (True), so
+        that the next message is assembled as usual; False once it has."""
+        if self._sink is None or self._op is not None or self._frame is not None:
+            return False
+        self._end_stream(False)
+        return True
+
+    def _end_stream(self, tell: bool = True) -> None:
+        sink, self._sink = self._sink, None
+        if sink is _HOLD:
+            return
+        if self._limits is not None:
+            self.max_frame_size, self.max_message_size = self._limits
+            self._limits = None
+        if tell:
+            sink.end()
+
+    def _receive_streaming(self, data: Any, messages: Optional[List[Any]], events: List[Event]) -> List[Event]:
+        """receive_data while a message is streamed: in steps, stopping while
+        the sink is full (the rest stays in ``_buf``)."""
+        if messages is None:
+            normal = lambda item: events.append(Message(item))  # noqa: E731
+        else:
+            normal = messages.append
+
+        def emit(item: Union[str, bytes]) -> None:
+            sink = self._sink
+            if sink is None:
+                normal(item)  # type: ignore[no-untyped-call]
+                return
+            # a whole message in one frame while streaming: one piece
+            sink.start(item.__class__ is str)
+            if item:
+                sink.piece(item)
+            self._end_stream()
+
+        buf = self._buf
+        buf += data
+        mv = memoryview(buf)
+        pos = 0
+        try:
+            while pos < len(buf) and not self.close_received:
+                sink = self._sink
+                if sink is None:
+                    pos = self._parse(buf, mv, events, emit, pos)
+                    break
+                if sink.full():
+                    break
+                # small steps while what comes may be compressed (known from
+                # the first frame's header): 256 bytes inflate to ~264 KiB at most
+                step = 256 if self.deflate is not None and (self._compressed or self._op is None) else 65536
+                end = min(len(buf), pos + step)
+                sub = mv[:end]
+                try:
+                    new = self._parse(sub, sub, events, emit, pos)
+                finally:
+                    sub.release()
+                if new == pos:
+                    break  # the rest is an incomplete header: wait for more input
+                pos = new
+        except WebSocketError as exc:
+            self._fail(exc)
+            pos = len(buf)
+        finally:
+            mv.release()
+        if self.close_received:
+            buf.clear()
+        else:
+            del buf[:pos]
+        return events
 
     # -- outgoing ----------------------------------------------------------
     def frame(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
@@ -601,6 +761,22 @@ class Protocol:
             return [_SMALL_HEADERS[opcode][n] + payload]
         header = encode_header(opcode, n, True, rsv1)
         if n < _JOIN:
+            return [header + payload]
+        return [header, payload]
+
+    def send_fragment(self, opcode: int, payload: Union[bytes, bytearray, memoryview], fin: bool,
+                      rsv1: bool = False) -> List[Any]:
+        """Encode one frame of a fragmented message (``opcode`` OP_TEXT or
+        OP_BINARY for the first, OP_CONT after; ``payload`` already
+        compressed if the message is): the pieces to write, as
+        :meth:`send_message` returns them.  The caller keeps the order
+        (RFC 6455 5.4).  Raises ConnectionClosed after a close frame was sent."""
+        if self.close_sent or self.eof:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        if self.client:
+            return [self.frame(opcode, bytes(payload), fin, rsv1)]
+        header = encode_header(opcode, len(payload), fin, rsv1)
+        if len(payload) < _JOIN:
             return [header + payload]
         return [header, payload]
 

@@ -19,6 +19,7 @@ ws_client = pytest.importorskip("websockets.sync.client")
 ws_exceptions = pytest.importorskip("websockets.exceptions")
 
 from gws13.bottle import websocket  # noqa: E402
+from gws13.testing import Client  # noqa: E402
 
 from conftest import (RawClient, check_per_route_parameters, close_code_after,  # noqa: E402
                       connect, start_example, stop_process)
@@ -31,7 +32,8 @@ def echo(ws):
         ws.send(message)
 
 
-def test_apply_websocket_with_url_arguments(serve):
+def test_apply_websocket_with_url_arguments():
+    # a round trip through the real handler: the in-process client is enough
     app = bottle.Bottle()
 
     @app.route("/rooms/<room>/<n:int>", apply=[websocket])
@@ -41,14 +43,13 @@ def test_apply_websocket_with_url_arguments(serve):
         for message in ws:
             ws.send(f"{room}#{n}: {message}")
 
-    server = serve(app)
-    with connect(f"{server.url}/rooms/lobby/3?q=yes") as conn:
-        assert json.loads(conn.recv(timeout=TIMEOUT)) == {
+    with Client(app).connect("/rooms/lobby/3?q=yes") as conn:
+        assert json.loads(conn.receive(timeout=TIMEOUT)) == {
             "room": "lobby", "n": 3, "path": "/rooms/lobby/3", "query": "yes"}
         conn.send("hi")
-        assert conn.recv(timeout=TIMEOUT) == "lobby#3: hi"
+        assert conn.receive(timeout=TIMEOUT) == "lobby#3: hi"
         conn.send(b"\x00\x01")
-        assert conn.recv(timeout=TIMEOUT) == "lobby#3: b'\\x00\\x01'"
+        assert conn.receive(timeout=TIMEOUT) == "lobby#3: b'\\x00\\x01'"
 
 
 def test_stacked_decorator_form(serve):

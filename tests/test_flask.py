@@ -15,6 +15,7 @@ ws_client = pytest.importorskip("websockets.sync.client")
 ws_exceptions = pytest.importorskip("websockets.exceptions")
 
 from gws13.flask import Sock  # noqa: E402
+from gws13.testing import Client  # noqa: E402
 
 from conftest import (RawClient, check_per_route_parameters, close_code_after,  # noqa: E402
                       connect, start_example, stop_process)
@@ -34,7 +35,8 @@ def echo(ws):
         ws.send(message)
 
 
-def test_url_variables_reach_the_view(serve):
+def test_url_variables_reach_the_view():
+    # a round trip through the real handler: the in-process client is enough
     app = make_app()
     sock = Sock(app)
 
@@ -44,12 +46,11 @@ def test_url_variables_reach_the_view(serve):
         for message in ws:
             ws.send(f"{room}#{n}: {message}")
 
-    server = serve(app)
-    with connect(f"{server.url}/rooms/lobby/7") as conn:
-        assert json.loads(conn.recv(timeout=TIMEOUT)) == {
+    with Client(app).connect("/rooms/lobby/7") as conn:
+        assert json.loads(conn.receive(timeout=TIMEOUT)) == {
             "room": "lobby", "n": 7, "path": "/rooms/lobby/7", "endpoint": "room"}
         conn.send("hello")
-        assert conn.recv(timeout=TIMEOUT) == "lobby#7: hello"
+        assert conn.receive(timeout=TIMEOUT) == "lobby#7: hello"
 
 
 def test_route_returns_the_view_unchanged_and_registers_a_websocket_rule():
@@ -65,7 +66,7 @@ def test_route_returns_the_view_unchanged_and_registers_a_websocket_rule():
     assert rule.endpoint == "view"
 
 
-def test_blueprint_routes(serve):
+def test_blueprint_routes():
     app = make_app()
     sock = Sock(app)
     bp = flask.Blueprint("chat", __name__, url_prefix="/chat")
@@ -76,11 +77,10 @@ def test_blueprint_routes(serve):
         echo(ws)
 
     app.register_blueprint(bp)
-    server = serve(app)
-    with connect(f"{server.url}/chat/general") as conn:
-        assert conn.recv(timeout=TIMEOUT) == "chat:chat.join:general"
+    with Client(app).connect("/chat/general") as conn:
+        assert conn.receive(timeout=TIMEOUT) == "chat:chat.join:general"
         conn.send("ping?")
-        assert conn.recv(timeout=TIMEOUT) == "ping?"
+        assert conn.receive(timeout=TIMEOUT) == "ping?"
 
 
 def test_websocket_view_under_the_blueprints_own_route(serve):
