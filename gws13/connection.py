@@ -218,6 +218,27 @@ class PendingPing:
         return self._result.ready()
 
 
+def _wait_woken(hub: Any, waiters: List[Any], timeout: Optional[float], what: str) -> None:
+    """Block until the reader wakes one of ``waiters`` (TimeoutError after
+    ``timeout`` seconds)."""
+    waiter: Waiter[Any] = Waiter(hub)
+    waiters.append(waiter)
+    timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None  # type: ignore[attr-defined]  # not in gevent's stubs
+    try:
+        waiter.get()
+    except BaseException as exc:
+        try:
+            waiters.remove(waiter)
+        except ValueError:
+            pass  # woken and interrupted at once
+        if timer is not None and exc is timer:
+            raise TimeoutError(f"no {what} within {timeout} s") from None
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
 class WebSocket:
     """An open WebSocket connection (server or client side).
 
@@ -476,22 +497,7 @@ class WebSocket:
                 # receive refuses it
                 self._refuse_held()
                 break
-            waiter: Waiter[Any] = Waiter(self._hub)
-            self._waiters.append(waiter)
-            timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None  # type: ignore[attr-defined]  # not in gevent's stubs
-            try:
-                waiter.get()
-            except BaseException as exc:
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass  # woken and interrupted at once
-                if timer is not None and exc is timer:
-                    raise TimeoutError("no message within %s s" % timeout) from None
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            _wait_woken(self._hub, self._waiters, timeout, "message")
             self._direct_reads = _DIRECT_READS
         item = queue[0]
         if item.__class__ is not _Closed:  # the close sentinel stays for every later call
@@ -1712,19 +1718,4 @@ class _StreamSink:
     def _wait(self, timeout: Optional[float], ready: Callable[[], bool]) -> None:
         ws = self._ws
         while not ready():
-            waiter: Any = Waiter(ws._hub)
-            ws._waiters.append(waiter)
-            timer = gevent.Timeout._start_new_or_dummy(timeout) if timeout is not None else None  # type: ignore[attr-defined]  # not in gevent's stubs
-            try:
-                waiter.get()
-            except BaseException as exc:
-                try:
-                    ws._waiters.remove(waiter)
-                except ValueError:
-                    pass
-                if timer is not None and exc is timer:
-                    raise TimeoutError("no data within %s s" % timeout) from None
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            _wait_woken(ws._hub, ws._waiters, timeout, "data")
