@@ -31,7 +31,10 @@ interleave and no timeout ever abandons half a frame:
 
 ``send`` returns once its frame is in the buffer; it blocks only while the
 buffer holds more than ``write_limit`` bytes, until it is down to a quarter of
-that (high and low water marks).  Control frames never block and are bounded
+that (high and low water marks).  A client's ``send`` returns once the buffer
+is empty: its caller is often a plain thread that blocks next outside gevent
+(on a queue, a lock, ``input()``), and the hub that would write the rest does
+not run then.  Control frames never block and are bounded
 by count: an unanswered pong still in the buffer is replaced by the answer to
 the latest ping (RFC 6455 5.5.3 allows answering only the latest).  A buffer
 that makes no progress for ``connection_timeout`` seconds (a peer that stopped
@@ -256,7 +259,7 @@ class WebSocket:
         "_hub", "_loop", "_last_seen", "_last_ping", "_keepalive", "_raw", "_rbuf",
         "_direct_reads", "_rsize",
         # the writer
-        "_wbuf", "_wsize", "_wstate", "_wlimit", "_wio", "_writer", "_wwaiters", "_wpong",
+        "_wbuf", "_wsize", "_wstate", "_wlimit", "_wblock", "_wio", "_writer", "_wwaiters", "_wpong",
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
         # streams (issue 15): the message being sent as fragments, the one being received
         "_wstream", "_rstream",
@@ -309,6 +312,7 @@ class WebSocket:
         self._wsize = 0
         self._wstate = _IDLE
         self._wlimit = 1 << 16
+        self._wblock = 1 << 16  # send blocks above this: write_limit, a client's 0
         self._wio: Any = None  # the write watcher (plain sockets)
         self._writer: Any = None  # the greenlet writing (TLS)
         self._wwaiters: Optional[List[Any]] = None  # sends blocked above the high-water mark
@@ -341,6 +345,7 @@ class WebSocket:
         self._max_queue = params["max_queue"]
         self._drop_pings = params["drop_incoming_pings"]
         self._wlimit = params.get("write_limit", 1 << 16)
+        self._wblock = 0 if self._client else self._wlimit
         hub = self._hub = get_hub()
         self._loop = hub.loop
         self._last_seen = self._last_ping = self._loop.now()
@@ -526,7 +531,9 @@ class WebSocket:
         raises TypeError.
 
         Returns once the message is in the connection's outgoing buffer; blocks
-        while that holds more than ``write_limit`` bytes.  Raises
+        while that holds more than ``write_limit`` bytes.  On a client it
+        returns once the buffer is empty (the kernel has every byte), so that a
+        thread may block outside gevent right after.  Raises
         ConnectionClosed once the connection is closing or closed (also when it
         ends while this call is blocked)."""
         proto = self._proto
@@ -551,10 +558,11 @@ class WebSocket:
             self._enqueue(pieces, True)
         elif self._wbuf:
             self._enqueue(pieces)
-        elif self._queue and data.__class__ in _BATCHABLE and len(data) <= _BATCH_ITEM:
+        elif self._queue and data.__class__ in _BATCHABLE and len(data) <= _BATCH_ITEM and self._wblock:
             # More messages are already waiting for the application, which will
             # answer them before it blocks: hold the answers back and write them
-            # in one syscall when this greenlet yields to the hub.
+            # in one syscall when this greenlet yields to the hub.  (Not on a
+            # client, _wblock 0: its caller may block outside gevent next.)
             frame = pieces[0]
             self._wbuf.append(frame)
             self._wsize = len(frame)
@@ -583,7 +591,7 @@ class WebSocket:
             if not self._wbuf:
                 return
             self._await_writable()
-        if self._wsize > self._wlimit:
+        if self._wsize > self._wblock:
             self._wait_drained()
         elif self._dropped:
             raise self._closed_error()  # the write failed
@@ -1077,7 +1085,7 @@ class WebSocket:
         mark.  Raises ConnectionClosed if the connection ends meanwhile."""
         if getcurrent() is self._hub:
             return  # cannot wait in the hub: the buffer grows, bounded by the caller
-        low = self._wlimit >> 2
+        low = self._wblock >> 2
         while self._wsize > low and not self._dropped:
             waiter: Waiter[Any] = Waiter(self._hub)
             if self._wwaiters is None:
@@ -1312,7 +1320,7 @@ class WebSocket:
     def _stream_write(self, pieces: List[Any]) -> None:
         # as send() after encoding: into the buffer whole, block above write_limit
         self._enqueue(pieces, True)
-        if self._wsize > self._wlimit:
+        if self._wsize > self._wblock:
             self._wait_drained()
         elif self._dropped:
             raise self._closed_error()

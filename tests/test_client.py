@@ -488,3 +488,38 @@ def test_monkey_patched_sync_script_with_threads(serve):
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout)
     assert results == {str(n): [f"{n}:{i}" for i in range(5)] for n in range(8)}
+
+
+def test_send_hands_every_byte_to_the_kernel_before_it_returns(serve):
+    # A client's caller is often a plain thread that blocks outside gevent right
+    # after sending (here on a queue.Queue): the hub that would write what is
+    # left in the buffer does not run then, so send must not leave any.  The
+    # server reads slowly, so the kernel's buffers are full while send runs.
+    import queue
+
+    import gevent
+
+    got = queue.Queue()
+
+    def app(ws):
+        for _ in range(2):
+            total = 0
+            for i, piece in enumerate(ws.receive_stream(max_size=None)):
+                total += len(piece)
+                if i % 4 == 0:
+                    gevent.sleep(0.001)
+            got.put(total)
+
+    server = serve(gws13.websocket_app(app))
+    # write_limit is where a server's send stops returning at once; not a client's
+    ws = gws13.connect(server.url, compression=None, write_limit=1 << 20)
+    try:
+        left = []
+        # 32 MiB, more than the kernel's buffers hold: streamed, then whole
+        for message in ([b"x" * (1 << 16)] * 512, b"y" * (32 << 20)):
+            ws.send(message)
+            left.append(ws.buffered_amount)
+            assert got.get(timeout=30) == 32 << 20  # this thread blocks outside gevent
+        assert left == [0, 0]
+    finally:
+        ws.close()
