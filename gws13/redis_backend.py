@@ -72,7 +72,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 try:  # the pure-Python parser: hiredis's would block the hub on select()
     from redis._parsers import _RESP2Parser as _Parser
 except ImportError:  # pragma: no cover - older redis-py
-    from redis.connection import PythonParser as _Parser  # type: ignore[attr-defined,no-redef]
+    # attr-defined on some redis-py versions only
+    from redis.connection import PythonParser as _Parser  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 try:
     from gevent._hub_local import get_hub_if_exists as _current_hub
