@@ -10,10 +10,12 @@ parameters (``accept_connection``, ``subprotocols``...) known.
 
 from __future__ import annotations
 
+import email.parser
 import functools
 import http.client
 import io
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -226,6 +228,49 @@ class _LimitedHead:
         return line
 
 
+# The request head's header section, as pywsgi's parser reads it (http.client's
+# line limits, then the email package) but without the email package for the
+# lines every client sends: "Name: value" with a name of visible characters and
+# no CR inside.  Anything else (continuation lines, a bare CR, a line with no
+# colon, the end of the input before the empty line) goes to the email parser
+# with the lines already read, so its answer (and its defects) is exactly what
+# it was.  (The email parser costs about a tenth of a WebSocket connection.)
+_MAX_LINE = getattr(http.client, "_MAXLINE", 65536)
+_MAX_LINES = getattr(http.client, "_MAXHEADERS", 100)
+_PLAIN_HEADER = re.compile(rb"([\x21-\x39\x3b-\x7e]+):([^\r\n]*)\r?\n\Z")
+
+
+def _parse_headers(fp: Any) -> Any:
+    message_class: Any = pywsgi.OldMessage
+    lines = []
+    while True:
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            message = message_class()
+            message.status = "Line too long"  # as pywsgi's parser says it: a 400
+            return message
+        lines.append(line)
+        if len(lines) > _MAX_LINES:
+            raise http.client.HTTPException(f"got more than {_MAX_LINES} headers")
+        if line in (b"\r\n", b"\n", b""):
+            break
+    fields = []
+    if line:
+        match = _PLAIN_HEADER.match
+        for line in lines[:-1]:
+            plain = match(line)
+            if plain is None:
+                break
+            name, value = plain.groups()
+            # what the email package's compat32 policy keeps of a field
+            fields.append((name.decode("latin-1"), value.decode("latin-1").lstrip(" \t")))
+        else:
+            message = message_class()
+            message._headers = fields
+            return message
+    return email.parser.Parser(_class=message_class).parsestr(b"".join(lines).decode("latin-1"))
+
+
 class WebSocketHandler(WSGIHandler):
     """A ``gevent.pywsgi`` handler that upgrades WebSocket requests.
 
@@ -251,7 +296,13 @@ class WebSocketHandler(WSGIHandler):
 
     _gws13_timer: Any = None  # gevent.Timeout for the request head being read
     _gws13_heads = 0  # request heads read on this connection
+    _gws13_used = 0  # bytes of the last request head (request line and headers)
     _gws13_lost: Any = None  # the error of the last failed write on the connection
+
+    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        if rfile is None:
+            rfile = _head_reader(sock)
+        super().__init__(sock, address, server, rfile)  # type: ignore[call-arg]  # not in gevent's stubs
 
     def handle(self) -> None:
         try:
@@ -287,6 +338,7 @@ class WebSocketHandler(WSGIHandler):
         except OSError as exc:  # pywsgi then ends the connection without a word
             _log.debug("%s: connection lost before a request line: %s", self._peer(), _describe(exc))
             raise
+        self._gws13_used = len(line)
         if line[-1:] != b"\n" and len(line) < pywsgi.MAX_REQUEST_LINE:  # type: ignore[attr-defined]
             if line:
                 _log.debug("%s: connection closed in the middle of the request line", self._peer())
@@ -311,7 +363,9 @@ class WebSocketHandler(WSGIHandler):
             timer.close()
 
     def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 (pywsgi's name)
-        headers = pywsgi.headers_factory(_LimitedHead(fp), *args)  # type: ignore[attr-defined]  # not in gevent's stubs
+        limited = _LimitedHead(fp)
+        headers = _parse_headers(limited)
+        self._gws13_used += MAX_HEADER_BYTES - limited._left
         if headers.defects:
             # a line that is no header field: the parser would take it and
             # every header after it for a body, and drop them silently
@@ -442,7 +496,11 @@ class WebSocketHandler(WSGIHandler):
                 self.write(data)
             raise AccessDenied(exc.reason, status=exc.status) from exc
         rfile = self.rfile
-        pending = _take_buffered(rfile, self.socket)
+        raw = getattr(rfile, "raw", None)
+        if self._gws13_heads == 1 and raw.__class__ is _CountingReader and raw.received == self._gws13_used:
+            pending = b""  # the usual case: the client waits for the 101
+        else:
+            pending = _take_buffered(rfile, self.socket)
         # the HTTP reader and its 8 KiB buffer would live as long as the connection
         self.rfile = None  # type: ignore[assignment]  # dropped on purpose: see above
         if getattr(self, "wsgi_input", None) is not None:
@@ -459,7 +517,7 @@ class WebSocketHandler(WSGIHandler):
             except (OSError, ValueError):
                 pass
         try:
-            self.socket.sendall(head)
+            _send_head(self.socket, head)
         except OSError as exc:
             self._gws13_lost = exc
             raise
@@ -591,6 +649,36 @@ class _NoInput:
 
 
 _NO_INPUT = _NoInput()
+
+
+class _CountingReader(socket.SocketIO):
+    """The raw stream under a :class:`WebSocketHandler`'s buffered reader.  It
+    counts the bytes it received, so that the upgrade knows without a syscall
+    whether the buffer holds any past the request head: asking the socket
+    (a read that fails with EAGAIN) cost a tenth of a reconnect storm."""
+
+    received = 0
+
+    def readinto(self, b: Any) -> Optional[int]:
+        n = super().readinto(b)
+        if n:
+            self.received += n
+        return n
+
+
+def _head_reader(sock: Any) -> Any:
+    # what sock.makefile("rb") makes, over a _CountingReader
+    raw = _CountingReader(sock, "rb")
+    sock._io_refs += 1  # the reader's close gives it back (as makefile's does)
+    return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+
+
+def _send_head(sock: Any, head: bytes) -> None:
+    """Write the 101: one plain ``send``, the whole of it in the usual case
+    (``sendall`` would first ask the socket its buffer size)."""
+    sent = sock.send(head)
+    if sent < len(head):
+        sock.sendall(memoryview(head)[sent:])
 
 
 def _take_buffered(rfile: Any, sock: Any) -> bytes:
@@ -749,7 +837,7 @@ class _Takeover:
         self.release()
         self.used = True
         self.status = "101 Switching Protocols"
-        self.sock.sendall(head)
+        _send_head(self.sock, head)
         ws.subprotocol, ws.extensions = subprotocol, extensions
         ws._start(self.sock, proto, params, pending)  # type: ignore[arg-type]  # a _Borrowed socket has what WebSocket uses of a socket
 

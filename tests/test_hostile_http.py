@@ -9,6 +9,8 @@ Every client here is a raw socket (plain or TLS, certificates from trustme)."""
 
 from __future__ import annotations
 
+import http.client
+import io
 import logging
 import os
 import select
@@ -19,6 +21,8 @@ import time
 
 import gevent
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from gevent import pywsgi
 
 import gws13
@@ -579,3 +583,40 @@ def test_stop_closes_every_websocket_of_clients_that_never_answer(start, quiet, 
         assert closed_by_server(sock, 0.5)
         sock.close()
     quiet.check()
+
+
+# -- the header parser's fast path ------------------------------------------------
+
+_NAMES = st.sampled_from(["Host", "Upgrade", "Connection", "Sec-WebSocket-Key", "X-A", "x_y", "From", "", "A B",
+                          "Na\xefve", "Cookie", "Content-Length"])
+_VALUES = st.text(alphabet=st.sampled_from("ab Z:\t,;=\x00\x7f\xe9\r"), max_size=12)
+_LINES = st.one_of(
+    st.builds(lambda n, v, end: f"{n}:{v}{end}", _NAMES, _VALUES, st.sampled_from(["\r\n", "\n", "\r\r\n"])),
+    st.builds(lambda v: f" {v}\r\n", _VALUES),  # a continuation line
+    st.builds(lambda v: f"{v}\r\n", _VALUES),  # maybe no colon
+    st.sampled_from(["From somebody\r\n", ":\r\n", "\r\n"]),
+)
+
+
+@given(lines=st.lists(_LINES, max_size=8), end=st.sampled_from(["\r\n", "\n", ""]))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_header_parser_agrees_with_the_email_package(lines, end):
+    # the fields, their order and the defects are what pywsgi's own parser makes of the head
+    from gws13.server import _parse_headers
+    head = "".join(lines).encode("latin-1") + end.encode()
+    ours = _parse_headers(io.BytesIO(head))
+    theirs = pywsgi.headers_factory(io.BytesIO(head))
+    assert ours.items() == theirs.items()
+    assert [type(d) for d in ours.defects] == [type(d) for d in theirs.defects]
+    assert ours.status == theirs.status
+
+
+def test_the_fast_header_parser_keeps_http_clients_limits():
+    from gws13.server import _parse_headers
+    long_line = b"X: " + b"a" * 70000 + b"\r\n\r\n"
+    assert _parse_headers(io.BytesIO(long_line)).status == pywsgi.headers_factory(io.BytesIO(long_line)).status != ""
+    many = b"X: 1\r\n" * 100 + b"\r\n"
+    with pytest.raises(http.client.HTTPException):
+        _parse_headers(io.BytesIO(many))
+    with pytest.raises(http.client.HTTPException):
+        pywsgi.headers_factory(io.BytesIO(many))

@@ -145,6 +145,37 @@ def test_frames_sent_with_the_handshake_are_not_lost(serve, handler_class):
         sock.close()
 
 
+def test_an_upgrade_after_a_keep_alive_request_keeps_its_eager_frames(serve, handler_class):
+    # the second head on the connection, with a body read before it: what the
+    # HTTP reader holds past the head is found without the first head's shortcut
+    def http(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    server = serve(gws13.websocket_app(echo, fallback=http), handler_class=handler_class)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    try:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        status, headers, rest = read_response_head(sock)
+        assert status == 200
+        while len(rest) < 5:
+            rest += sock.recv(65536)
+        assert rest == b"hello"
+        request = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        sock.sendall(request + client_frame(OP_TEXT, b"eager"))
+        status, headers, rest = read_response_head(sock)
+        assert status == 101
+        proto = Protocol(client=True)
+        events = proto.receive_data(rest)
+        while not events:
+            events += proto.receive_data(sock.recv(65536))
+        assert [e.data for e in events] == ["eager"]
+    finally:
+        sock.close()
+
+
 def test_error_in_proc_closes_1011_and_no_http_500_follows(serve, handler_class, capfd, caplog):
     def proc(ws):
         ws.receive()
