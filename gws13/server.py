@@ -405,6 +405,12 @@ class WebSocketHandler(WSGIHandler):
             return
         super().handle_error(t, v, tb)
 
+    def log_request(self) -> None:
+        # pywsgi formats the access-log line (a datetime, a strftime) even for
+        # log=None, where it is thrown away: a few % of a reconnect storm
+        if self.server.log.__class__ is not _NOOP_LOG:
+            super().log_request()
+
     def _peer(self) -> str:
         return _format_address(self.client_address)
 
@@ -649,6 +655,7 @@ class _NoInput:
 
 
 _NO_INPUT = _NoInput()
+_NOOP_LOG = getattr(pywsgi, "_NoopLog", None)  # the server's log with log=None
 
 
 class _CountingReader(socket.SocketIO):

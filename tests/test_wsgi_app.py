@@ -366,3 +366,31 @@ def test_request_headers_after_the_upgrade_are_rebuilt_for_access_logs(serve):
         "host": f"127.0.0.1:{server.port}", "upgrade": "websocket", "connection": "Upgrade",
         "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13",
         "user-agent": "t/1", "x-trace": "a,b"}
+
+
+def test_the_access_log_gets_upgrades_and_log_none_formats_nothing(serve):
+    lines, formatted = [], []
+
+    class Log:
+        def write(self, line):
+            lines.append(line)
+
+    class LoggedServer(pywsgi.WSGIServer):
+        def __init__(self, *args, log=None, **kwargs):
+            super().__init__(*args, log=Log(), **kwargs)
+
+    class Handler(gws13.WebSocketHandler):
+        def format_request(self):
+            formatted.append(self.requestline)
+            return super().format_request()
+
+    for server_class in (LoggedServer, pywsgi.WSGIServer):
+        server = serve(gws13.websocket_app(echo), handler_class=Handler, server_class=server_class)
+        ws = gws13.connect(server.url + "/ws")
+        ws.send("hi")
+        assert ws.receive(timeout=TIMEOUT) == "hi"
+        ws.close()
+        server.stop()
+    (line,) = lines
+    assert '"GET /ws HTTP/1.1" 101' in line
+    assert formatted == ["GET /ws HTTP/1.1"]  # the log=None server formatted no line
