@@ -9,6 +9,11 @@
  *   fanout : open C connections; one of them sends "broadcast:<payload>" (text), the client
  *            measures the time until the LAST other connection received <payload>; repeated
  *            for D seconds (at least 3 rounds) after one warm-up round.
+ *   storm  : reconnect storm.  N connections in all (-n, after -W warm-up ones that are not
+ *            counted), at most C (-c) at once, each: connect, upgrade (101 and the accept
+ *            value checked), one 32 B text message, its echo verified, close frame 1000, the
+ *            server's close frame awaited, then an abortive close.  Prints conn/s, the
+ *            connect -> echo latency p50/p99/max, failures by reason and the client's CPU share.
  *
  * Client frames are masked with a non-zero key.  -r skips the HTTP upgrade so that a raw TCP
  * echo server can be driven: it bounces our masked frames, which are parsed and checked too.
@@ -34,7 +39,7 @@
 #include <unistd.h>
 
 enum { CONNECTING, HANDSHAKE, OPEN, DEAD };
-enum { M_ECHO, M_IDLE, M_FANOUT };
+enum { M_ECHO, M_IDLE, M_FANOUT, M_STORM };
 
 typedef struct {
     int fd, state, want_out;
@@ -54,13 +59,16 @@ typedef struct {
     /* messages in flight (ring of send times) */
     uint64_t *ts;
     int ts_head, inflight;
-    int got; /* fanout: received the current payload; idle: echoed */
+    int got; /* fanout: received the current payload; idle: echoed; storm: echoed */
+    int bad; /* storm: a payload byte differed */
+    uint64_t t_start; /* storm: when connect() was called */
 } conn_t;
 
 static const char *host = "127.0.0.1", *path = "/";
 static int port, mode = M_ECHO, raw, nconns = 1, window = 1, text, hs_conc = 64;
 static size_t msize = 32;
 static double duration = 5, warmup = 1, conn_timeout = 120;
+static int storm_n = 5000, storm_warm = 200;
 static const uint8_t KEY[4] = {0x37, 0xfa, 0x21, 0x3d};
 
 static int epfd, n_open, n_dead, n_conn, next_conn;
@@ -109,9 +117,14 @@ static double cpu_s(void) {
     return r.ru_utime.tv_sec + r.ru_stime.tv_sec + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
 }
 
+static void storm_failed(const char *why);
+
+static void storm_free(conn_t *c);
+
 static void kill_conn(conn_t *c, const char *why) {
     if (c->state == DEAD) return;
     last_err = why;
+    if (mode == M_STORM) { storm_failed(why); storm_free(c); }
     if (c->state == OPEN) n_open--; else n_conn--;
     c->state = DEAD;
     n_dead++;
@@ -182,6 +195,15 @@ static void send_msgs(conn_t *c, int k, uint64_t t) {
 
 /* a complete data message arrived on c (payload already verified chunk by chunk) */
 static void on_message(conn_t *c, uint64_t t) {
+    if (mode == M_STORM) {
+        if (c->got || c->bad || c->msg_off != msize || c->msg_op != 1) { kill_conn(c, "wrong echo"); return; }
+        static const uint8_t normal_closure[2] = {1000 >> 8, 1000 & 255};
+        c->got = 1;
+        if (measuring) { hist[bucket(t - c->t_start)]++; hist_n++; }
+        queue_x(c, 8, normal_closure, 2);
+        flush(c);
+        return;
+    }
     if (mode == M_FANOUT) {
         if (c->msg_off != bc_len || c->got) { n_bad++; return; }
         c->got = 1;
@@ -197,6 +219,8 @@ static void on_message(conn_t *c, uint64_t t) {
     if (mode == M_IDLE) { c->got = 1; n_got++; }
     if (measuring) { n_msgs++; n_bytes += msize; hist[bucket(t - t0)]++; hist_n++; }
 }
+
+static void storm_close_frame(conn_t *c);
 
 /* parse received bytes; returns number of complete data messages, -1 if the conn died */
 static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
@@ -223,8 +247,8 @@ static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
             c->fin = c->hdr[0] >> 7;
             c->done = 0;
             if (c->opcode == 1 || c->opcode == 2) { c->msg_op = c->opcode; c->msg_off = 0; }
-            else if (c->opcode == 8) { kill_conn(c, "server sent close"); return -1; }
-            else if (c->opcode >= 8 && c->len > 125) { kill_conn(c, "bad control frame"); return -1; }
+            else if (c->opcode == 8 && mode != M_STORM) { kill_conn(c, "server sent close"); return -1; }
+            if (c->opcode >= 8 && c->len > 125) { kill_conn(c, "bad control frame"); return -1; }
         }
         size_t take = n - i < c->len - c->done ? n - i : c->len - c->done;
         if (c->opcode >= 8) {
@@ -233,7 +257,7 @@ static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
             /* verify: a raw echo returns our masked bytes, a WS server the plain payload */
             const uint8_t *ref = mode == M_FANOUT ? bc : (c->masked && !memcmp(c->mkey, KEY, 4)) ? masked_ref : plain;
             size_t lim = mode == M_FANOUT ? bc_len : msize;
-            if (c->msg_off + take > lim || memcmp(b + i, ref + c->msg_off, take)) n_bad++;
+            if (c->msg_off + take > lim || memcmp(b + i, ref + c->msg_off, take)) { n_bad++; c->bad = 1; }
             c->msg_off += take;
         }
         c->done += take;
@@ -246,12 +270,27 @@ static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
             queue_x(c, 10, c->ctl, c->len);
             flush(c);
             if (c->state != OPEN) return -1;
+        } else if (c->opcode == 8) { /* storm only: the others stopped at the header */
+            storm_close_frame(c);
+            return -1;
         } else if (c->opcode < 3 && c->fin) {
             on_message(c, t);
             msgs++;
+            if (c->state == DEAD) return -1;
         }
     }
     return msgs;
+}
+
+/* a connect error as a failure reason: refused and out-of-ports storms must read differently */
+static const char *connect_err(int e) {
+    switch (e) {
+    case ECONNREFUSED: return "connect refused";
+    case ECONNRESET: return "connection reset";
+    case EADDRNOTAVAIL: return "connect: no free local port";
+    case ETIMEDOUT: return "connect timed out";
+    default: return "connect failed";
+    }
 }
 
 static void start_connect(conn_t *c) {
@@ -266,7 +305,8 @@ static void start_connect(conn_t *c) {
     c->want_out = 1;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
     epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) kill_conn(c, "connect");
+    c->t_start = now_ns();
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) kill_conn(c, connect_err(errno));
 }
 
 static void set_open(conn_t *c) {
@@ -282,7 +322,7 @@ static void on_writable(conn_t *c) {
         int err = 0;
         socklen_t l = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
-        if (err) { kill_conn(c, "connect"); return; }
+        if (err) { kill_conn(c, connect_err(err)); return; }
         if (raw) { set_open(c); return; }
         c->state = HANDSHAKE;
     }
@@ -294,23 +334,50 @@ static void on_writable(conn_t *c) {
     want_out(c, 0);
 }
 
+/* The request's key is RFC 6455's sample nonce, so the answer is the RFC's sample accept value. */
+static int accept_ok(char *head, char *end) {
+    static const char name[] = "\r\nSec-WebSocket-Accept:";
+    char keep = *end, *v;
+    *end = 0; /* the search must not run into frame bytes after the head */
+    v = strcasestr(head, name);
+    *end = keep;
+    if (!v) return 0;
+    for (v += sizeof name - 1; *v == ' ' || *v == '\t'; v++) {}
+    if (strncmp(v, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", 28)) return 0;
+    for (v += 28; *v == ' ' || *v == '\t'; v++) {}
+    return *v == '\r';
+}
+
 static void on_readable(conn_t *c, uint64_t t) {
     if (c->state == HANDSHAKE) {
         ssize_t r = recv(c->fd, c->hs + c->hs_len, sizeof c->hs - 1 - c->hs_len, 0);
-        if (r <= 0) { if (r == 0 || errno != EAGAIN) kill_conn(c, "handshake recv/EOF"); return; }
+        if (r <= 0) {
+            if (r == 0 || errno != EAGAIN) kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "handshake recv" : "handshake EOF");
+            return;
+        }
         c->hs_len += r;
         c->hs[c->hs_len] = 0;
         char *e = strstr(c->hs, "\r\n\r\n");
         if (!e) { if (c->hs_len >= (int)sizeof c->hs - 1) kill_conn(c, "handshake too long"); return; }
         if (strncmp(c->hs, "HTTP/1.1 101", 12)) { kill_conn(c, "handshake not 101"); return; }
+        if (!accept_ok(c->hs, e)) { kill_conn(c, "handshake: wrong Sec-WebSocket-Accept"); return; }
         set_open(c);
+        t = now_ns();
+        if (mode == M_STORM) {
+            send_msgs(c, 1, t);
+            flush(c);
+            if (c->state != OPEN) return;
+        }
         size_t extra = c->hs_len - (e + 4 - c->hs);
         if (extra) parse(c, (uint8_t *)e + 4, extra, t);
         return;
     }
     if (c->state != OPEN) return;
     ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
-    if (r <= 0) { if (r == 0 || (errno != EAGAIN && errno != EINTR)) kill_conn(c, r ? "recv" : "EOF"); return; }
+    if (r <= 0) {
+        if (r == 0 || (errno != EAGAIN && errno != EINTR)) kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "recv" : "EOF");
+        return;
+    }
     t = now_ns(); /* per-recv timestamp */
     int got = parse(c, rbuf, r, t);
     if (got > 0 && mode == M_ECHO) { /* keep the window full: re-send what came back */
@@ -420,28 +487,130 @@ static int run_fanout(void) {
     return n_bad || n_dead;
 }
 
+/* ------------------------------------------------------------------ storm */
+static int *free_slots, n_free;
+static uint64_t n_done, n_fail, n_warm_fail;
+static struct { const char *why; uint64_t n; } reasons[16];
+static int n_reasons;
+
+static void storm_free(conn_t *c) { free_slots[n_free++] = (int)(c - conns); }
+
+/* called by kill_conn: every connection that dies in a storm is a failure, with its reason */
+static void storm_failed(const char *why) {
+    int i;
+    if (measuring) n_fail++; else n_warm_fail++;
+    for (i = 0; i < n_reasons && strcmp(reasons[i].why, why); i++) {}
+    if (i == n_reasons) {
+        if (n_reasons == 16) i = 15, why = "other"; /* more kinds than fit: lumped, never dropped */
+        else reasons[n_reasons++].why = why;
+    }
+    reasons[i].n++;
+}
+
+static void storm_close_frame(conn_t *c) {
+    if (!c->got) { kill_conn(c, "server closed before the echo"); return; }
+    if (c->len == 1) { kill_conn(c, "bad close frame"); return; }
+    /* Abortive close (RST, no FIN).  The client closes after the server's close frame, often
+     * before the server closed its side, so an orderly close would leave the client's end in
+     * TIME_WAIT for 60 s, each holding one of ~28,000 ephemeral ports: a full run opens several
+     * times that many connections within minutes, and connect() would start failing with
+     * EADDRNOTAVAIL (or reusing ports slowly) because of the client, not the server.  The
+     * WebSocket close handshake is complete at this point, so nothing is lost. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->state = DEAD;
+    n_open--;
+    if (measuring) n_done++;
+    storm_free(c);
+}
+
+/* runs `total` connections, at most nconns at once, until every one has finished or failed */
+static void storm_phase(int total) {
+    int started = 0;
+    uint64_t next_check = now_ns();
+    while (started < total || n_conn + n_open > 0) {
+        /* slots freed during an epoll batch are reused only here, after it: a later event
+         * of that batch can never reach the new connection */
+        while (started < total && n_free) {
+            conn_t *c = &conns[free_slots[--n_free]];
+            uint64_t *ts = c->ts;
+            memset(c, 0, sizeof *c);
+            c->ts = ts;
+            started++;
+            start_connect(c);
+        }
+        loop_once(20);
+        uint64_t t = now_ns();
+        if (t < next_check) continue;
+        next_check = t + 100000000ull;
+        for (int i = 0; i < nconns; i++)
+            if (conns[i].state != DEAD && t - conns[i].t_start > conn_timeout * 1e9) kill_conn(&conns[i], "timeout");
+    }
+}
+
+static int run_storm(void) {
+    free_slots = malloc(sizeof(int) * nconns);
+    for (int i = nconns - 1; i >= 0; i--) { conns[i].state = DEAD; storm_free(&conns[i]); }
+    storm_phase(storm_warm);
+    measuring = 1;
+    printf("{\"phase\":\"measure\"}\n");
+    double cpu0 = cpu_s();
+    uint64_t t0 = now_ns();
+    storm_phase(storm_n);
+    double secs = (now_ns() - t0) / 1e9, cpu = cpu_s() - cpu0;
+    measuring = 0;
+    printf("{\"phase\":\"end\"}\n");
+    printf("{\"mode\":\"storm\",\"conns\":%d,\"concurrency\":%d,\"warmup\":%d,\"completed\":%llu,\"failures\":%llu,"
+           "\"warmup_failures\":%llu,\"secs\":%.3f,\"conn_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,"
+           "\"client_cpu\":%.3f,\"client_us_per_conn\":%.1f,\"fail_reasons\":{",
+           storm_n, nconns, storm_warm, (unsigned long long)n_done, (unsigned long long)n_fail,
+           (unsigned long long)n_warm_fail, secs, n_done / secs, pct_us(hist, hist_n, .5), pct_us(hist, hist_n, .99),
+           pct_us(hist, hist_n, 1), cpu / secs, n_done ? cpu * 1e6 / n_done : 0.0);
+    for (int i = 0; i < n_reasons; i++)
+        printf("%s\"%s\":%llu", i ? "," : "", reasons[i].why, (unsigned long long)reasons[i].n);
+    printf("},\"last_err\":\"%s\"}\n", n_fail + n_warm_fail ? last_err : "");
+    return n_fail || n_warm_fail || n_done != (uint64_t)storm_n;
+}
+
 int main(int argc, char **argv) {
-    int o;
-    while ((o = getopt(argc, argv, "H:p:P:m:rc:w:s:td:W:C:T:")) != -1) switch (o) {
+    int o, c_set = 0, w_set = 0;
+    while ((o = getopt(argc, argv, "H:p:P:m:rc:w:s:td:W:C:T:n:")) != -1) switch (o) {
         case 'H': host = optarg; break;
         case 'p': port = atoi(optarg); break;
         case 'P': path = optarg; break;
-        case 'm': mode = !strcmp(optarg, "idle") ? M_IDLE : !strcmp(optarg, "fanout") ? M_FANOUT : M_ECHO; break;
+        case 'm':
+            mode = !strcmp(optarg, "idle") ? M_IDLE : !strcmp(optarg, "fanout") ? M_FANOUT
+                 : !strcmp(optarg, "storm") ? M_STORM : M_ECHO;
+            break;
         case 'r': raw = 1; break;
-        case 'c': nconns = atoi(optarg); break;
+        case 'c': nconns = atoi(optarg); c_set = 1; break;
         case 'w': window = atoi(optarg); break;
         case 's': msize = strtoull(optarg, NULL, 10); break;
         case 't': text = 1; break;
         case 'd': duration = atof(optarg); break;
-        case 'W': warmup = atof(optarg); break;
+        case 'W': warmup = atof(optarg); w_set = 1; break;
+        case 'n': storm_n = atoi(optarg); break;
         case 'C': hs_conc = atoi(optarg); break;
         case 'T': conn_timeout = atof(optarg); break;
         default:
-            fprintf(stderr, "usage: wsload -p port [-H host] [-P path] [-m echo|idle|fanout] [-r] [-c conns] "
-                            "[-w in-flight] [-s size] [-t] [-d secs] [-W warmup] [-C handshakes-in-flight] [-T secs]\n");
+            fprintf(stderr, "usage: wsload -p port [-H host] [-P path] [-m echo|idle|fanout|storm] [-r] [-c conns] "
+                            "[-w in-flight] [-s size] [-t] [-d secs] [-W warmup] [-C handshakes-in-flight] [-T secs]\n"
+                            "  storm: -n connections (5000), -c at once (500), -W warm-up connections (200), "
+                            "-T seconds one connection may take (120)\n");
             return 2;
         }
     if (!port || nconns < 1) return 2;
+    if (mode == M_STORM) {
+        /* the storm's one message is 32 B of text (the workload's definition) */
+        if (raw) { fprintf(stderr, "storm needs the upgrade: no -r\n"); return 2; }
+        if (!c_set) nconns = 500;
+        storm_warm = w_set ? (int)warmup : 200;
+        msize = 32;
+        text = 1;
+        if (storm_n < 1 || storm_warm < 0) return 2;
+    }
     if (mode != M_ECHO) window = 1;
     if (mode == M_FANOUT) { text = 1; if (msize > 380) msize = 380; }
     if (window < 1) window = 1;
@@ -477,6 +646,7 @@ int main(int argc, char **argv) {
     conns = calloc(nconns, sizeof *conns);
     for (int i = 0; i < nconns; i++) conns[i].ts = malloc(sizeof(uint64_t) * window);
 
+    if (mode == M_STORM) return run_storm();
     uint64_t tc = now_ns();
     connect_all();
     double csecs = (now_ns() - tc) / 1e9;
