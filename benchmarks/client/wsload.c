@@ -299,14 +299,29 @@ static void start_connect(conn_t *c) {
     inet_pton(AF_INET, host, &sa.sin_addr);
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     n_conn++;
-    if (c->fd < 0) { c->state = CONNECTING; kill_conn(c, "socket (fd limit?)"); return; }
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->state = CONNECTING;
+    if (c->fd < 0) { kill_conn(c, "socket (fd limit?)"); return; }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->want_out = 1;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
     c->t_start = now_ns();
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) kill_conn(c, connect_err(errno));
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+        kill_conn(c, connect_err(errno));
+        return;
+    }
+    if (mode == M_STORM) {
+        /* Over loopback the connection is usually established before connect() returns (it
+         * still says EINPROGRESS): sending the request now saves a writable wake-up, SO_ERROR
+         * and an epoll_ctl per connection, CPU that the storm's client would spend on itself. */
+        ssize_t w = send(c->fd, req, req_len, MSG_NOSIGNAL);
+        if (w < 0 && errno != EAGAIN && errno != ENOTCONN) { kill_conn(c, connect_err(errno)); return; }
+        if (w >= 0) {
+            c->state = HANDSHAKE;
+            c->hs_sent = (int)w;
+            c->want_out = w < req_len;
+        }
+    }
+    struct epoll_event ev = {.events = EPOLLIN | (c->want_out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
 static void set_open(conn_t *c) {
@@ -352,7 +367,8 @@ static void on_readable(conn_t *c, uint64_t t) {
     if (c->state == HANDSHAKE) {
         ssize_t r = recv(c->fd, c->hs + c->hs_len, sizeof c->hs - 1 - c->hs_len, 0);
         if (r <= 0) {
-            if (r == 0 || errno != EAGAIN) kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "handshake recv" : "handshake EOF");
+            if (r == 0 || errno != EAGAIN)
+                kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "handshake recv" : "handshake EOF");
             return;
         }
         c->hs_len += r;
@@ -375,7 +391,8 @@ static void on_readable(conn_t *c, uint64_t t) {
     if (c->state != OPEN) return;
     ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
     if (r <= 0) {
-        if (r == 0 || (errno != EAGAIN && errno != EINTR)) kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "recv" : "EOF");
+        if (r == 0 || (errno != EAGAIN && errno != EINTR))
+            kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "recv" : "EOF");
         return;
     }
     t = now_ns(); /* per-recv timestamp */
@@ -546,7 +563,8 @@ static void storm_phase(int total) {
         if (t < next_check) continue;
         next_check = t + 100000000ull;
         for (int i = 0; i < nconns; i++)
-            if (conns[i].state != DEAD && t - conns[i].t_start > conn_timeout * 1e9) kill_conn(&conns[i], "timeout");
+            if (conns[i].state != DEAD && t - conns[i].t_start > conn_timeout * 1e9)
+                kill_conn(&conns[i], "timeout");
     }
 }
 
