@@ -1,7 +1,7 @@
 """Echo server: every message comes back with its type.  The Autobahn testee
 and the benchmark target.
 
-    python examples/echo.py --port 9001 [--mode handler|with_websocket]
+    python examples/echo.py --port 9001 [--mode handler|with_websocket] [--backlog N]
 """
 
 import argparse
@@ -40,12 +40,15 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--mode", choices=("handler", "with_websocket"), default="handler")
+    # gevent's default (128) overflows when hundreds of clients connect at once (a reconnect
+    # storm): the kernel then drops SYNs and the client retries after a second
+    parser.add_argument("--backlog", type=int, default=None, help="listen backlog (default: gevent's)")
     args = parser.parse_args(argv)
     gws13.parameters.max_message_size = LIMIT
     gws13.parameters.max_frame_size = LIMIT
     app = handler_app if args.mode == "handler" else egg_app
     server = pywsgi.WSGIServer((args.host, args.port), app, handler_class=gws13.WebSocketHandler,
-                               log=None)
+                               log=None, backlog=args.backlog)
     print(f"gws13 echo ({args.mode}) on ws://{args.host}:{args.port}/", flush=True)
     server.serve_forever()
 
