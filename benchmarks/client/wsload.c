@@ -517,10 +517,11 @@ static void storm_failed(const char *why) {
     int i;
     if (measuring) n_fail++; else n_warm_fail++;
     for (i = 0; i < n_reasons && strcmp(reasons[i].why, why); i++) {}
-    if (i == n_reasons) {
-        if (n_reasons == 16) i = 15, why = "other"; /* more kinds than fit: lumped, never dropped */
-        else reasons[n_reasons++].why = why;
+    if (i == n_reasons && n_reasons >= 15) { /* more kinds than fit: lumped, never dropped */
+        why = "other";
+        for (i = 0; i < n_reasons && strcmp(reasons[i].why, why); i++) {}
     }
+    if (i == n_reasons) reasons[n_reasons++].why = why;
     reasons[i].n++;
 }
 
