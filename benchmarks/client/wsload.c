@@ -61,7 +61,7 @@ typedef struct {
     int ts_head, inflight;
     int got; /* fanout: received the current payload; idle: echoed; storm: echoed */
     int bad; /* storm: a payload byte differed */
-    uint64_t t_start; /* storm: when connect() was called */
+    uint64_t t_start, t_echo; /* storm: when connect() was called, when the echo was in */
 } conn_t;
 
 static const char *host = "127.0.0.1", *path = "/";
@@ -199,7 +199,7 @@ static void on_message(conn_t *c, uint64_t t) {
         if (c->got || c->bad || c->msg_off != msize || c->msg_op != 1) { kill_conn(c, "wrong echo"); return; }
         static const uint8_t normal_closure[2] = {1000 >> 8, 1000 & 255};
         c->got = 1;
-        if (measuring) { hist[bucket(t - c->t_start)]++; hist_n++; }
+        c->t_echo = t; /* counted once the close handshake completes too: latencies of completed ones */
         queue_x(c, 8, normal_closure, 2);
         flush(c);
         return;
@@ -540,7 +540,7 @@ static void storm_close_frame(conn_t *c) {
     close(c->fd);
     c->state = DEAD;
     n_open--;
-    if (measuring) n_done++;
+    if (measuring) { n_done++; hist[bucket(c->t_echo - c->t_start)]++; hist_n++; }
     storm_free(c);
 }
 
