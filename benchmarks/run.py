@@ -30,6 +30,7 @@ REPO = Path(os.environ.get("GWS13_REPO", HERE.parent)).resolve()  # the gws13 ch
 VENV = HERE / ".venv"
 PY = VENV / "bin" / "python"
 CLIENT = HERE / "client" / "wsload"
+C_FLOOR = HERE / "servers" / "c_floor"
 LOGS = HERE / "logs"
 SERVER_CPU = os.environ.get("SERVER_CPU", "1")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "0")
@@ -45,22 +46,28 @@ ECHO_WL = {  # id: (connections, messages in flight, size, text, description)
     "B4": (50, 64, 1024, False, "50 connections x 64 in flight, 1 KiB binary"),
     "C": (1, 4, 1 << 20, False, "1 connection, 1 MiB binary messages (4 in flight)"),
 }
-WORKLOADS = list(ECHO_WL) + ["D", "E"]
+WORKLOADS = list(ECHO_WL) + ["D", "E", "H"]
 ECHO_IDS = list(ECHO_WL)
+BACKLOG = 1024  # H keeps up to 500 handshakes in flight: a shorter accept queue drops SYNs (1 s retries)
+H_CONN_TIMEOUT = 15  # seconds one storm connection may take before it counts as failed
 
 
 def gws13(mode):
     return dict(name=f"gws13-{mode}", kind="gws13", mode=mode, needs="examples/echo.py",
                 cmd=f"{{py}} {{repo}}/examples/echo.py --port {{port}} --mode {mode}",
-                fanout="{py} {repo}/examples/broadcast.py --port {port}")
+                backlog_flag=True, fanout="{py} {repo}/examples/broadcast.py --port {port}")
 
 
 SERVERS = [
     gws13("handler"),
     gws13("with_websocket"),
+    # H only: the Flask pair and the C floor are there for connection setup, not the echo path
+    dict(name="gws13-flask", kind="gws13", needs="gws13/flask.py", only={"H"},
+         cmd="{py} servers/gws13_flask_echo.py --port {port}"),
     dict(name="gevent-websocket", kind="peer", cmd="{py} servers/gevent_websocket_echo.py --port {port}",
          fanout="{py} servers/gevent_websocket_echo.py --broadcast --port {port}"),
     dict(name="simple-websocket", kind="peer", cmd="{py} servers/simple_websocket_echo.py --port {port}"),
+    dict(name="flask-sock", kind="peer", only={"H"}, cmd="{py} servers/flask_sock_echo.py --port {port}"),
     dict(name="websockets", kind="peer", cmd="{py} servers/websockets_echo.py --port {port}",
          fanout="{py} servers/websockets_echo.py --broadcast --port {port}"),
     dict(name="picows", kind="peer", cmd="{py} servers/picows_echo.py --port {port}",
@@ -68,12 +75,22 @@ SERVERS = [
     dict(name="gevent-minimal-ws", kind="ceiling", skip={"D"},
          cmd="{py} servers/gevent_minimal_ws_echo.py --port {port}",
          fanout="{py} servers/gevent_minimal_ws_echo.py --broadcast --port {port}"),
+    dict(name="c-floor", kind="ceiling", only={"H"}, cmd=f"{C_FLOOR} --port {{port}}"),
     dict(name="gevent-tcp", kind="ceiling", raw=True, cmd="{py} servers/gevent_tcp_echo.py --port {port}"),
     dict(name="asyncio-tcp", kind="ceiling", raw=True, cmd="{py} servers/asyncio_tcp_echo.py --port {port}"),
 ]
 BY_NAME = {s["name"]: s for s in SERVERS}
 GROUPS = {k: [s["name"] for s in SERVERS if s["kind"] == k] for k in ("gws13", "peer", "ceiling")}
 GROUPS["peers"], GROUPS["ceilings"] = GROUPS.pop("peer"), GROUPS.pop("ceiling")
+
+
+def takes_part(spec, wid):
+    """Whether a server can run a workload at all (otherwise its cell reads n/a)."""
+    if wid in spec.get("skip", ()) or ("only" in spec and wid not in spec["only"]):
+        return False
+    if wid == "E":
+        return bool(spec.get("fanout"))
+    return not (wid == "H" and spec.get("raw"))  # a storm needs the upgrade and the close handshake
 
 
 def log(*a):
@@ -100,9 +117,10 @@ def setup(no_setup):
             subprocess.run([PY, "-m", "pip", "install", "-q", "-r", req], check=True)
             stamp.write_text(req.read_text())
         install_gws13()
-    src = CLIENT.with_suffix(".c")
-    if not CLIENT.exists() or CLIENT.stat().st_mtime < src.stat().st_mtime:
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(CLIENT), str(src)], check=True)
+    for binary in (CLIENT, C_FLOOR):
+        src = binary.with_suffix(".c")
+        if not binary.exists() or binary.stat().st_mtime < src.stat().st_mtime:
+            subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(src)], check=True)
     r = sh([PY, "-c", "import websockets.frames as f, websockets.speedups as s; assert f.apply_mask is s.apply_mask"])
     if r.returncode:
         sys.exit("websockets C speedups are not active in the venv: " + r.stderr.strip()[-300:])
@@ -132,6 +150,24 @@ def install_gws13():
         stamp.write_text(str(REPO))
 
 
+HELP = {}
+
+
+def script_help(script):
+    """`script --help` of a gws13 example ('' if it fails): options an older checkout may lack."""
+    if script not in HELP:
+        r = sh([PY, REPO / script, "--help"], timeout=20)
+        HELP[script] = "" if r.returncode else r.stdout
+    return HELP[script]
+
+
+def server_cmd(spec):
+    cmd = spec["cmd"]
+    if spec.get("backlog_flag") and "--backlog" in script_help(spec["needs"]):
+        cmd += f" --backlog {BACKLOG}"
+    return cmd
+
+
 def gws13_status():
     """None if gws13 can be benchmarked, else why not (rows then read 'missing')."""
     r = sh([PY, "-c", GWS13_WHERE])
@@ -145,7 +181,7 @@ def gws13_status():
 def env_info(hard_nofile):
     r = sh([PY, "-c", "import importlib.metadata as m, json\nv = {}\n"
                       "for d in ('gws13', 'gevent', 'greenlet', 'gevent-websocket', 'simple-websocket', 'wsproto',"
-                      " 'websockets', 'picows'):\n"
+                      " 'websockets', 'picows', 'flask', 'werkzeug', 'flask-sock'):\n"
                       "    try: v[d] = m.version(d)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(v))"])
     try:
         pkgs = ", ".join(f"{k} {v}" for k, v in json.loads(r.stdout).items())
@@ -305,10 +341,9 @@ def last_json(lines):
 
 
 # ------------------------------------------------------------------ one measurement each
-def run_echo(srv, spec, wid, cfg):
-    conns, window, size, text, _ = ECHO_WL[wid]
-    cmd = client(srv.port, "-c", conns, "-w", window, "-s", size, "-d", cfg.duration, "-W", cfg.warmup,
-                 *(["-t"] if text else []), raw=spec.get("raw"))
+def measured_client(srv, cmd):
+    """Run the load client; the server's CPU is sampled between its "measure" and "end" lines.
+    Returns the process (exited) and its last JSON line merged with that accounting."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     win, acct, lines = None, {}, []
     for ln in p.stdout:
@@ -320,7 +355,13 @@ def run_echo(srv, spec, wid, cfg):
         else:
             lines.append(ln)
     p.wait()
-    rec = dict(last_json(lines), **acct)
+    return p, dict(last_json(lines), **acct)
+
+
+def run_echo(srv, spec, wid, cfg):
+    conns, window, size, text, _ = ECHO_WL[wid]
+    p, rec = measured_client(srv, client(srv.port, "-c", conns, "-w", window, "-s", size, "-d", cfg.duration,
+                                         "-W", cfg.warmup, *(["-t"] if text else []), raw=spec.get("raw")))
     rec["ok"] = p.returncode == 0 and "msg_per_s" in rec
     if not rec["ok"]:
         rec["why"] = rec.get("error") or (f"client rc={p.returncode}, dead connections={rec.get('errors')}, "
@@ -331,7 +372,7 @@ def run_echo(srv, spec, wid, cfg):
 
 
 def run_idle(spec, cfg):
-    srv = Server(spec["name"], spec["cmd"])
+    srv = Server(spec["name"], server_cmd(spec))
     try:
         time.sleep(0.2)
         rec = dict(conns=cfg.d_conns, rss_base_kib=rss_kib(srv.pid))
@@ -366,6 +407,27 @@ def run_idle(spec, cfg):
         srv.stop()
 
 
+def run_storm(spec, cfg):
+    srv = Server(spec["name"] + ".H", server_cmd(spec))
+    try:
+        p, rec = measured_client(srv, client(srv.port, "-m", "storm", "-n", cfg.h_conns, "-c", cfg.h_concurrency,
+                                             "-W", cfg.h_warmup, "-T", H_CONN_TIMEOUT))
+        done = rec.get("completed") or 0
+        if done and rec.get("server_cpu") is not None:
+            rec["server_us_per_conn"] = rec["server_cpu"] * rec["secs"] * 1e6 / done
+        clean = not rec.get("failures") and not rec.get("warmup_failures") and done == cfg.h_conns
+        rec["ok"] = p.returncode == 0 and "conn_per_s" in rec and clean
+        if not rec["ok"]:  # figures still shown (marked ⚠) for the connections that worked
+            rec["partial"] = done > 0
+            rec["why"] = (f"{rec.get('failures', '?')} of {cfg.h_conns} connections failed, "
+                          f"{rec.get('warmup_failures', '?')} of {cfg.h_warmup} warm-up ones; by reason "
+                          f"{rec.get('fail_reasons', {})}; client rc={p.returncode}, server alive={srv.alive()} "
+                          + p.stderr.read().strip()[-200:])
+        return rec
+    finally:
+        srv.stop()
+
+
 def run_fanout(spec, cfg, fanout_cmd):
     srv = Server(spec["name"] + ".E", fanout_cmd)
     try:
@@ -384,7 +446,8 @@ def run_fanout(spec, cfg, fanout_cmd):
 # ------------------------------------------------------------------ summary and report
 METRICS = ("msg_per_s", "mb_per_s", "p50_us", "p99_us", "client_cpu", "client_core", "server_cpu", "kib_per_conn",
            "kib_per_conn_echo", "idle_cpu", "rss_base_kib", "rss_idle_kib", "rss_echo_kib", "connect_secs",
-           "last_p50_us", "last_p90_us", "last_max_us", "first_p50_us", "rounds", "pings")
+           "last_p50_us", "last_p90_us", "last_max_us", "first_p50_us", "rounds", "pings", "conn_per_s", "max_us",
+           "client_us_per_conn", "server_us_per_conn")
 
 
 def summarize(runs):
@@ -423,7 +486,8 @@ COLUMNS = [("A msg/s", "A", "msg_per_s", 0, 1, True), ("A p50 µs", "A", "p50_us
            ("B2 msg/s", "B2", "msg_per_s", 0, 1, True), ("B3 msg/s", "B3", "msg_per_s", 0, 1, True),
            ("B4 msg/s", "B4", "msg_per_s", 0, 1, True), ("C MB/s", "C", "mb_per_s", 1, 1, True),
            ("D KiB/conn", "D", "kib_per_conn", 1, 1, False), ("D idle CPU %", "D", "idle_cpu", 2, 100, False),
-           ("E last ms", "E", "last_p50_us", 2, 1e-3, False)]
+           ("E last ms", "E", "last_p50_us", 2, 1e-3, False), ("H conn/s", "H", "conn_per_s", 0, 1, True),
+           ("H p99 ms", "H", "p99_us", 1, 1e-3, False)]
 
 
 def cell(S, name, wid, key, nd=0, scale=1):
@@ -445,6 +509,61 @@ def table(header, rows):
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+H_REFS = ("websockets", "picows")  # the H ratio columns: every server against these two
+
+
+def per_repeat(runs, wid, key, name, ref):
+    """name's figure ÷ ref's, one ratio per repeat in which both have one; and whether any of those
+    runs had failures (then the ratio is for the connections that worked)."""
+    by = {}
+    for r in runs:
+        if r["workload"] == wid and r["server"] in (name, ref) and r.get(key) and (r.get("ok") or r.get("partial")):
+            by.setdefault(r["rep"], {})[r["server"]] = r
+    pairs = [v for v in by.values() if name in v and ref in v]
+    return [v[name][key] / v[ref][key] for v in pairs], any(not x.get("ok") for v in pairs for x in v.values())
+
+
+def ratio_cell(vals, partial):
+    if not vals:
+        return "–"
+    s = f"{statistics.median(vals):.2f}"
+    if len(vals) > 1:
+        s += " (" + " / ".join(f"{v:.2f}" for v in vals) + ")"
+    return s + (" ⚠" if partial else "")
+
+
+def h_detail(meta, runs, names, S):
+    refs = [r for r in H_REFS if r in names]
+    L = ["## H detail: reconnect storm\n",
+         f"{meta.get('h_conns', 0):,} connections, at most {meta.get('h_concurrency', 0):,} at once, each: "
+         "connect, upgrade, one 32 B text message and its echo, close handshake (1000), abortive close. "
+         "conn/s = completed connections ÷ the storm's seconds; latency = connect() → the echo, over every "
+         "measured connection. CPU in % of one core over the storm (client process / client core / server "
+         "process) and per completed connection. Failures: all failed connections of all repeats, warm-up "
+         "included (reasons under Failures). Ratio columns: this server ÷ the reference, computed within "
+         "each repeat (the median, then the repeats in order); conn/s ↑, p99 ↓.\n"]
+    rows = []
+    for n in names:
+        e = S.get(n, {}).get("H")
+        if not e or e["status"]:
+            rows.append([n, cell(S, n, "H", "")] + [""] * (7 + 2 * len(refs)))
+            continue
+        fails = sum((r.get("failures") or 0) + (r.get("warmup_failures") or 0) for r in runs
+                    if r["server"] == n and r["workload"] == "H" and not r.get("status"))
+        row = [n, cell(S, n, "H", "conn_per_s"), fnum(e.get("p50_us", 0) / 1e3, 1), fnum(e.get("p99_us", 0) / 1e3, 1),
+               fnum(e.get("max_us", 0) / 1e3, 1), f"**{fails:,}**" if fails else "0",
+               " / ".join("?" if e.get(k) is None else f"{e[k] * 100:.0f}"
+                          for k in ("client_cpu", "client_core", "server_cpu")),
+               fnum(e.get("client_us_per_conn")), fnum(e.get("server_us_per_conn"))]
+        for key in ("conn_per_s", "p99_us"):
+            row += [ratio_cell(*per_repeat(runs, "H", key, n, ref)) if n != ref else "1.00" for ref in refs]
+        rows.append(row)
+    L += table(["server", "conn/s", "p50 ms", "p99 ms", "max ms", "failures", "CPU % client / core / server",
+                "client µs/conn", "server µs/conn"] + [f"conn/s ÷ {r} ↑" for r in refs]
+               + [f"p99 ÷ {r} ↓" for r in refs], rows)
+    return L + [""]
+
+
 def report(meta, runs, names, wls):
     S = summarize(runs)
     cols = [c for c in COLUMNS if c[1] in wls]
@@ -454,15 +573,18 @@ def report(meta, runs, names, wls):
     L += [f"- **{k}**: {v}" for k, v in meta["env"].items()]
     L += [f"- **settings**: {meta['repeats']} repeat(s), {meta['duration']} s measured after {meta['warmup']} s "
           f"warm-up (A–C); D: {meta['d_conns']:,} idle connections, idle CPU over {meta['idle_secs']} s; "
-          f"E: {meta['e_conns']:,} clients, broadcast rounds for {meta['e_secs']} s", ""]
+          f"E: {meta['e_conns']:,} clients, broadcast rounds for {meta['e_secs']} s"
+          + (f"; H: {meta['h_conns']:,} connections, at most {meta['h_concurrency']:,} at once, after "
+             f"{meta['h_warmup']:,} warm-up ones" if "h_conns" in meta else ""), ""]
     L += ["## Results (median of the repeats)\n"]
     L += table(["server"] + [c[0] for c in cols],
                [[n] + [cell(S, n, c[1], c[2], c[3], c[4]) for c in cols] for n in names])
     L += ["", "`n/a` = the server does not take part in this workload; `missing` = gws13 example or package not "
           "there yet; **FAIL** = no run succeeded (see Failures); ⚠ = only most of the D connections "
-          "worked (see Failures), figures are for those; † = other processes used more than "
-          f"{CONTENDED} core during the run. E last ms = median over broadcast rounds of the time until the "
-          "last client had the message.\n"]
+          "worked, or some H connections failed (see Failures), figures are for those that worked; † = other "
+          f"processes used more than {CONTENDED} core during the run. E last ms = median over broadcast rounds "
+          "of the time until the last client had the message. H: completed connections per second and p99 "
+          "of connect → first echo.\n"]
 
     # ---- ratios
     gw = [n for n in names if BY_NAME[n]["kind"] == "gws13"]
@@ -583,6 +705,9 @@ def report(meta, runs, names, wls):
         L += ["", f"One of {meta['e_conns']:,} connected clients sends `broadcast:<32 B>`; time from that send "
               "until the last client (first client) received the payload.\n"]
 
+    if "H" in wls:
+        L += h_detail(meta, runs, names, S)
+
     # ---- failures
     L += ["## Failures\n"]
     seen = []
@@ -605,7 +730,7 @@ def parse_args():
                     f"(gws13, peers, ceilings); default all: {', '.join(BY_NAME)}")
     ap.add_argument("--workloads", default="", help=f"comma list from {','.join(WORKLOADS)} (default all)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: 1 repeat of 2 s, 0.25 s warm-up, "
-                    "D with 1,000 conns / 1.5 s idle, E for 1 s, no waiting for a quiet machine")
+                    "D with 1,000 conns / 1.5 s idle, E for 1 s, H with 2,000 conns, no waiting for a quiet machine")
     ap.add_argument("--repeats", type=int, help="runs per cell, median reported (env REPEATS, default 3)")
     ap.add_argument("--duration", type=float, help="measured seconds per run (env DURATION, default 5)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds before measuring (env WARMUP, default 1)")
@@ -613,6 +738,12 @@ def parse_args():
     ap.add_argument("--idle-secs", type=float, help="idle CPU window in D (env IDLE_SECS, default 10)")
     ap.add_argument("--e-conns", type=int, help="clients in E (env E_CONNS, default 1000)")
     ap.add_argument("--e-secs", type=float, help="seconds of broadcast rounds in E (env E_SECS, default 5)")
+    ap.add_argument("--h-conns", type=int, help="connections of the reconnect storm H, warm-up not counted "
+                    "(env H_CONNS, default 5000; 2000 in --quick)")
+    ap.add_argument("--h-concurrency", type=int, help="H connections in flight at once (env H_CONCURRENCY, "
+                    "default 500)")
+    ap.add_argument("--h-warmup", type=int, help="H warm-up connections before measuring (env H_WARMUP, "
+                    "default 200)")
     ap.add_argument("--retries", type=int, help="re-runs of a measurement disturbed by other processes "
                     "(env RETRIES, default 1; 0 in --quick)")
     ap.add_argument("--wait-quiet", type=float, help="before each measurement wait up to this many seconds "
@@ -625,10 +756,10 @@ def parse_args():
                     "without measuring")
     a = ap.parse_args()
     quick = dict(repeats=1, duration=2.0, warmup=0.25, d_conns=1000, idle_secs=1.5, e_conns=1000, e_secs=1.0,
-                 retries=0,
+                 h_conns=2000, h_concurrency=500, h_warmup=200, retries=0,
                  wait_quiet=0.0)
     full = dict(repeats=3, duration=5.0, warmup=1.0, d_conns=10000, idle_secs=10.0, e_conns=1000, e_secs=5.0,
-                retries=1,
+                h_conns=5000, h_concurrency=500, h_warmup=200, retries=1,
                 wait_quiet=30.0)
     for k, v in full.items():
         if getattr(a, k) is None:
@@ -664,6 +795,7 @@ def main():
             print(f"{w:<3} {desc}")
         print("D   idle connections: server RSS per connection and idle CPU")
         print("E   broadcast fan-out to 1,000 clients: time until the last one has it")
+        print("H   reconnect storm: connect, upgrade, one 32 B echo, close; conn/s and p99 connect -> echo")
         return
     if a.report_only:
         data = json.loads(Path(a.out).with_suffix(".json").read_text())
@@ -681,7 +813,6 @@ def main():
         log(f"open-files hard limit is {hard}: D reduced from {a.d_conns} to {hard - 200} connections")
         a.d_conns = hard - 200
     missing = gws13_status()
-    fanout_mode = {}
 
     def gws13_check(spec, what):
         if spec["kind"] != "gws13":
@@ -693,19 +824,14 @@ def main():
 
     def fanout_cmd(spec):
         cmd = spec["fanout"]
-        if spec["kind"] == "gws13":  # pass --mode too if broadcast.py has one
-            if "help" not in fanout_mode:
-                r = sh([PY, REPO / "examples/broadcast.py", "--help"], timeout=20)
-                if r.returncode:
-                    return cmd
-                fanout_mode["help"] = r.stdout
-            if "--mode" in fanout_mode["help"]:
-                cmd += f" --mode {spec['mode']}"
+        if spec["kind"] == "gws13" and "--mode" in script_help("examples/broadcast.py"):  # pass --mode too
+            cmd += f" --mode {spec['mode']}"
         return cmd
 
     meta = dict(command="python benchmarks/run.py " + " ".join(sys.argv[1:]), repeats=a.repeats,
                 duration=a.duration, warmup=a.warmup, d_conns=a.d_conns, idle_secs=a.idle_secs,
-                e_conns=a.e_conns, e_secs=a.e_secs, json=Path(a.out).with_suffix(".json").name, missing=missing,
+                e_conns=a.e_conns, e_secs=a.e_secs, h_conns=a.h_conns, h_concurrency=a.h_concurrency,
+                h_warmup=a.h_warmup, json=Path(a.out).with_suffix(".json").name, missing=missing,
                 started=datetime.now(timezone.utc).isoformat(timespec="seconds"), env=env_info(hard))
     if missing:
         log("gws13:", missing)
@@ -716,10 +842,12 @@ def main():
         runs.append(rec)
         if rec.get("status"):
             return
-        brief = {k: round(rec[k], 3 if k.endswith("cpu") else 1) for k in ("msg_per_s", "mb_per_s", "p50_us", "p99_us",
-                 "client_cpu", "server_cpu", "kib_per_conn", "idle_cpu", "last_p50_us") if rec.get(k) is not None}
-        log(f"rep {rep} {name:<21} {wid:<3}", " ".join(f"{k}={v:,}" for k, v in brief.items()) if rec["ok"]
-            else f"FAIL: {rec.get('why')}")
+        brief = {k: round(rec[k], 3 if k.endswith("cpu") else 1) for k in ("msg_per_s", "mb_per_s", "conn_per_s",
+                 "p50_us", "p99_us", "client_cpu", "server_cpu", "kib_per_conn", "idle_cpu", "last_p50_us", "failures")
+                 if rec.get(k) is not None}
+        figures = " ".join(f"{k}={v:,}" for k, v in brief.items())
+        log(f"rep {rep} {name:<21} {wid:<3}", figures if rec["ok"] else
+            f"PARTIAL: {figures}; {rec.get('why')}" if rec.get("partial") else f"FAIL: {rec.get('why')}")
 
     def measure(fn):
         for attempt in range(a.retries + 1):
@@ -729,6 +857,19 @@ def main():
                 return rec
             log(f"other processes used {rec['others_cpu']:.2f} cores during the run: measuring again")
 
+    def run_cell(name, wid, rep, fn):
+        """One fresh-server measurement, or the reason there is none."""
+        why = gws13_check(BY_NAME[name], wid)
+        if not takes_part(BY_NAME[name], wid):
+            record(name, wid, rep, dict(ok=False, status="n/a"))
+        elif why:
+            record(name, wid, rep, dict(ok=False, status="missing", why=why))
+        else:
+            try:
+                record(name, wid, rep, measure(fn))
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                record(name, wid, rep, dict(ok=False, why=repr(e)))
+
     ews = [w for w in wls if w in ECHO_WL]
     for rep in range(1, a.repeats + 1):
         # a different server goes first in each repeat
@@ -736,9 +877,13 @@ def main():
         live = {}
         for name in order:
             why = gws13_check(BY_NAME[name], "echo")
-            for w in ews if why else []:
-                record(name, w, rep, dict(ok=False, status="missing", why=why))
-            if ews and not why:
+            mine = [w for w in ews if takes_part(BY_NAME[name], w)]
+            for w in ews:
+                if w not in mine:
+                    record(name, w, rep, dict(ok=False, status="n/a"))
+                elif why:
+                    record(name, w, rep, dict(ok=False, status="missing", why=why))
+            if mine and not why:
                 live[name] = None  # started when first measured, kept for the repeat
         # Each workload runs on every server before the next workload starts, so the
         # figures a ratio compares are taken within a minute or so of each other (the
@@ -746,9 +891,11 @@ def main():
         for w in ews:
             for name, srv in live.items():
                 spec = BY_NAME[name]
+                if not takes_part(spec, w):
+                    continue
                 try:
                     if srv is None or not srv.alive():
-                        srv = live[name] = Server(name, spec["cmd"])
+                        srv = live[name] = Server(name, server_cmd(spec))
                     record(name, w, rep, measure(lambda: run_echo(srv, spec, w, a)))
                 except RuntimeError as e:
                     record(name, w, rep, dict(ok=False, why=str(e)))
@@ -756,45 +903,35 @@ def main():
         for srv in live.values():
             if srv:
                 srv.stop()
+        # H right after the echo workloads, on every server in turn (a fresh process each): the
+        # figures of one repeat, which its ratios compare, are a minute apart at most
+        for name in order if "H" in wls else []:
+            run_cell(name, "H", rep, lambda: run_storm(BY_NAME[name], a))
         for name in order:
             spec = BY_NAME[name]
             if "D" in wls:
-                why = gws13_check(spec, "D")
-                if "D" in spec.get("skip", ()):
-                    record(name, "D", rep, dict(ok=False, status="n/a"))
-                elif why:
-                    record(name, "D", rep, dict(ok=False, status="missing", why=why))
-                else:
-                    try:
-                        record(name, "D", rep, measure(lambda: run_idle(spec, a)))
-                    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
-                        record(name, "D", rep, dict(ok=False, why=repr(e)))
+                run_cell(name, "D", rep, lambda: run_idle(spec, a))
             if "E" in wls:
-                why = gws13_check(spec, "E")
-                shared = spec["kind"] == "gws13" and "--mode" not in fanout_cmd(spec) and next(
-                    (n for n in names if BY_NAME[n]["kind"] == "gws13" and n != name), None)
-                if not spec.get("fanout"):
-                    record(name, "E", rep, dict(ok=False, status="n/a"))
-                elif shared and names.index(shared) < names.index(name):  # one broadcast.py for both rows
+                shared = (spec["kind"] == "gws13" and takes_part(spec, "E") and "--mode" not in fanout_cmd(spec)
+                          and next((n for n in names if BY_NAME[n]["kind"] == "gws13" and n != name
+                                    and takes_part(BY_NAME[n], "E")), None))
+                if shared and names.index(shared) < names.index(name):  # one broadcast.py for both rows
                     record(name, "E", rep, dict(ok=False, status=f"see {shared}"))
-                elif why:
-                    record(name, "E", rep, dict(ok=False, status="missing", why=why))
                 else:
-                    try:
-                        record(name, "E", rep, measure(lambda: run_fanout(spec, a, fanout_cmd(spec))))
-                    except (RuntimeError, subprocess.TimeoutExpired) as e:
-                        record(name, "E", rep, dict(ok=False, why=repr(e)))
+                    run_cell(name, "E", rep, lambda: run_fanout(spec, a, fanout_cmd(spec)))
 
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["elapsed_s"] = round(time.time() - t_start, 1)
     md = report(meta, runs, names, wls)
     out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, runs=runs, summary=summarize(runs)), indent=1))
     print(md.split("## gws13 ratios")[0].split("## Latency")[0])
     log(f"wrote {out} and {out.with_suffix('.json')} in {meta['elapsed_s'] / 60:.1f} min")
+    # D's partial rows are the open-files limit, not gws13; a storm connection that failed is gws13's
     failed = sorted({f"{r['server']}/{r['workload']}" for r in runs if BY_NAME[r["server"]]["kind"] == "gws13"
-                     and not r.get("ok") and not r.get("status") and not r.get("partial")})
+                     and not r.get("ok") and not r.get("status") and (not r.get("partial") or r["workload"] == "H")})
     if failed:  # a broken gws13 must not pass as a benchmark run (peers' failures are only reported)
         sys.exit(f"gws13 runs failed: {', '.join(failed)}")
 
