@@ -492,7 +492,8 @@ static int negotiate(conn_t *c) {
         c->pmd = 1;
         if (!(c->zs = get_zset(cli_bits, cli_nct))) return 0;
         if (!ext_answer[0]) { /* for the report: keep it a valid JSON string */
-            memcpy(ext_answer, v + strspn(v, " "), n < sizeof ext_answer ? n : sizeof ext_answer - 1);
+            size_t skip = strspn(v, " \t"), len = n - skip < sizeof ext_answer ? n - skip : sizeof ext_answer - 1;
+            memcpy(ext_answer, v + skip, len);
             for (char *q = ext_answer; *q; q++) if (*q == '"' || *q == '\\' || (unsigned char)*q < 32) *q = '?';
         }
     } else c->zs = get_zset(0, 0);
