@@ -50,6 +50,15 @@ WORKLOADS = list(ECHO_WL) + ["D", "E", "H"]
 ECHO_IDS = list(ECHO_WL)
 BACKLOG = 1024  # H keeps up to 500 handshakes in flight: a shorter accept queue drops SYNs (1 s retries)
 H_CONN_TIMEOUT = 15  # seconds one storm connection may take before it counts as failed
+# J (issue 16): compressed JSON as a browser sends it.  Run on its own, after A-C, because a
+# peer needs its compressing variant (J_CMD) and only these servers take part; picows and
+# gevent-websocket do not implement permessage-deflate and run uncompressed, for reference.
+J_WL = (1, 16, 1024, True, "1 connection, 16 in flight, 1 KiB JSON text, permessage-deflate offered as Chrome does")
+J_CMD = {"gws13-handler": None, "gws13-with_websocket": None,  # examples/echo.py compresses by default
+         "websockets": "{py} servers/websockets_echo.py --compression --port {port}",
+         "picows": None, "gevent-websocket": None}  # None: the server's usual command
+J_MUST_COMPRESS = {"gws13-handler", "gws13-with_websocket", "websockets"}
+WORKLOADS += ["J"]
 
 
 def gws13(mode):
@@ -120,7 +129,8 @@ def setup(no_setup):
     for binary in (CLIENT, C_FLOOR):
         src = binary.with_suffix(".c")
         if not binary.exists() or binary.stat().st_mtime < src.stat().st_mtime:
-            subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(src)], check=True)
+            libs = ["-lz"] if binary == CLIENT else []  # the client's -z mode
+            subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(src), *libs], check=True)
     r = sh([PY, "-c", "import websockets.frames as f, websockets.speedups as s; assert f.apply_mask is s.apply_mask"])
     if r.returncode:
         sys.exit("websockets C speedups are not active in the venv: " + r.stderr.strip()[-300:])
@@ -358,10 +368,11 @@ def measured_client(srv, cmd):
     return p, dict(last_json(lines), **acct)
 
 
-def run_echo(srv, spec, wid, cfg):
-    conns, window, size, text, _ = ECHO_WL[wid]
+def run_echo(srv, spec, wid, cfg, wl=None, extra=()):
+    conns, window, size, text, _ = wl or ECHO_WL[wid]
     p, rec = measured_client(srv, client(srv.port, "-c", conns, "-w", window, "-s", size, "-d", cfg.duration,
-                                         "-W", cfg.warmup, *(["-t"] if text else []), raw=spec.get("raw")))
+                                         "-W", cfg.warmup, *(["-t"] if text else []), *extra,
+                                         raw=spec.get("raw")))
     rec["ok"] = p.returncode == 0 and "msg_per_s" in rec
     if not rec["ok"]:
         rec["why"] = rec.get("error") or (f"client rc={p.returncode}, dead connections={rec.get('errors')}, "
@@ -443,11 +454,70 @@ def run_fanout(spec, cfg, fanout_cmd):
         srv.stop()
 
 
+def run_deflate(spec, cfg):
+    """J on a fresh server: the client's -z mode (Chrome's offer, varied JSON, every echo inflated
+    and checked); a server that must compress and did not negotiate fails the run."""
+    srv = Server(spec["name"] + ".J", J_CMD[spec["name"]] or spec["cmd"])
+    try:
+        rec = run_echo(srv, spec, "J", cfg, wl=J_WL, extra=["-z"])
+        if rec["ok"] and spec["name"] in J_MUST_COMPRESS and not rec.get("deflate"):
+            rec.update(ok=False, why="permessage-deflate was not negotiated")
+        return rec
+    finally:
+        srv.stop()
+
+
+def run_j(order, rep, cfg, record, measure, gws13_check):
+    """One repeat of J: every selected server that takes part, back to back (same-run ratios)."""
+    for name in order:
+        spec = BY_NAME[name]
+        why = gws13_check(spec, "J")
+        if name not in J_CMD:
+            record(name, "J", rep, dict(ok=False, status="n/a"))
+        elif why:
+            record(name, "J", rep, dict(ok=False, status="missing", why=why))
+        else:
+            try:
+                record(name, "J", rep, measure(lambda: run_deflate(spec, cfg)))
+            except RuntimeError as e:
+                record(name, "J", rep, dict(ok=False, why=str(e)))
+
+
+def j_detail(S, runs, names):
+    """The J section of the report: throughput, bytes on the wire, CPU, ratios to websockets."""
+    ext = {}
+    for r in runs:
+        if r["workload"] == "J" and r.get("ok"):
+            ext.setdefault(r["server"], r.get("ext") or "none: sent and answered uncompressed")
+    base = S.get("websockets", {}).get("J") or {}
+    rows = []
+    for n in names:
+        e = S.get(n, {}).get("J")
+        if not e or e["status"]:
+            if e and e["status"] != "n/a":
+                rows.append([n, cell(S, n, "J", "")] + [""] * 8)
+            continue
+        per = e.get("server_cpu") / e["msg_per_s"] * 1e6 if e.get("server_cpu") and e.get("msg_per_s") else None
+        ratio = (lambda k: f"{e[k] / base[k]:.2f}" if e.get(k) and base.get(k) and not base["status"] else "–")
+        rows.append([n, f"`{ext.get(n, '?')}`", cell(S, n, "J", "msg_per_s"), fnum(e.get("wire_per_msg"), 1),
+                     fnum(e.get("wire_up_per_msg"), 1), fnum((e.get("server_cpu") or 0) * 100),
+                     fnum(per, 1), fnum((e.get("client_cpu") or 0) * 100), ratio("msg_per_s"),
+                     ratio("wire_per_msg")])
+    L = ["## J detail: permessage-deflate, 1 KiB JSON\n",
+         "1 connection, 16 messages in flight, JSON texts of 1,024 bytes (384 distinct documents), offered "
+         "`permessage-deflate; client_max_window_bits` as Chrome does. Wire bytes are per message with frame "
+         "headers: server → client (the echo, compressed by the server) and client → server.\n"]
+    L += table(["server", "negotiated", "msg/s", "wire B/msg ↓", "client→server B/msg", "server CPU %",
+                "server µs/msg", "client CPU %", "msg/s ÷ websockets ↑", "wire ÷ websockets ↓"], rows)
+    return L + [""]
+
+
 # ------------------------------------------------------------------ summary and report
 METRICS = ("msg_per_s", "mb_per_s", "p50_us", "p99_us", "client_cpu", "client_core", "server_cpu", "kib_per_conn",
            "kib_per_conn_echo", "idle_cpu", "rss_base_kib", "rss_idle_kib", "rss_echo_kib", "connect_secs",
            "last_p50_us", "last_p90_us", "last_max_us", "first_p50_us", "rounds", "pings", "conn_per_s", "max_us",
            "client_us_per_conn", "server_us_per_conn")
+METRICS += ("wire_per_msg", "wire_up_per_msg")
 
 
 def summarize(runs):
@@ -488,6 +558,7 @@ COLUMNS = [("A msg/s", "A", "msg_per_s", 0, 1, True), ("A p50 µs", "A", "p50_us
            ("D KiB/conn", "D", "kib_per_conn", 1, 1, False), ("D idle CPU %", "D", "idle_cpu", 2, 100, False),
            ("E last ms", "E", "last_p50_us", 2, 1e-3, False), ("H conn/s", "H", "conn_per_s", 0, 1, True),
            ("H p99 ms", "H", "p99_us", 1, 1e-3, False)]
+COLUMNS += [("J msg/s", "J", "msg_per_s", 0, 1, True), ("J wire B/msg", "J", "wire_per_msg", 0, 1, False)]
 
 
 def cell(S, name, wid, key, nd=0, scale=1):
@@ -708,6 +779,8 @@ def report(meta, runs, names, wls):
     if "H" in wls:
         L += h_detail(meta, runs, names, S)
 
+    if "J" in wls:
+        L += j_detail(S, runs, names)
     # ---- failures
     L += ["## Failures\n"]
     seen = []
@@ -796,6 +869,7 @@ def main():
         print("D   idle connections: server RSS per connection and idle CPU")
         print("E   broadcast fan-out to 1,000 clients: time until the last one has it")
         print("H   reconnect storm: connect, upgrade, one 32 B echo, close; conn/s and p99 connect -> echo")
+        print(f"J   {J_WL[4]}")
         return
     if a.report_only:
         data = json.loads(Path(a.out).with_suffix(".json").read_text())
@@ -907,6 +981,8 @@ def main():
         # figures of one repeat, which its ratios compare, are a minute apart at most
         for name in order if "H" in wls else []:
             run_cell(name, "H", rep, lambda: run_storm(BY_NAME[name], a))
+        if "J" in wls:
+            run_j(order, rep, a, record, measure, gws13_check)
         for name in order:
             spec = BY_NAME[name]
             if "D" in wls:

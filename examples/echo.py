@@ -1,7 +1,11 @@
 """Echo server: every message comes back with its type.  The Autobahn testee
 and the benchmark target.
 
-    python examples/echo.py --port 9001 [--mode handler|with_websocket] [--backlog N]
+    python examples/echo.py --port 9001 [--mode handler|with_websocket] [--backlog N] [--deflate SETTINGS]
+
+permessage-deflate is on with gws13's defaults; ``--deflate off`` turns it off and
+``--deflate level=1,server_max_window_bits=15`` sets :class:`gws13.Deflate` keywords
+(how benchmarks/deflate_sweep.py compares settings).
 """
 
 import argparse
@@ -35,6 +39,18 @@ def egg_app(environ, start_response):
     return gws13.with_websocket(environ, start_response, echo)
 
 
+def deflate_setting(text):
+    """``off`` or ``name=value,...`` (ints, ``none``, ``true``/``false``) -> the compression value."""
+    if text == "off":
+        return None
+    words = {"none": None, "true": True, "false": False}
+    try:
+        return gws13.Deflate(**{k.strip(): words[v.lower()] if v.lower() in words else int(v)
+                                for k, v in (item.split("=", 1) for item in text.split(","))})
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"--deflate {text!r}: {exc}") from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -43,7 +59,9 @@ def main(argv=None):
     # gevent's default (128) overflows when hundreds of clients connect at once (a reconnect
     # storm): the kernel then drops SYNs and the client retries after a second
     parser.add_argument("--backlog", type=int, default=None, help="listen backlog (default: gevent's)")
+    parser.add_argument("--deflate", type=deflate_setting, default=gws13.Deflate(), metavar="SETTINGS")
     args = parser.parse_args(argv)
+    gws13.parameters.compression = args.deflate
     gws13.parameters.max_message_size = LIMIT
     gws13.parameters.max_frame_size = LIMIT
     app = handler_app if args.mode == "handler" else egg_app

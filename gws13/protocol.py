@@ -14,7 +14,7 @@ import codecs
 import enum
 import os
 import sys
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, NoReturn, Optional, Tuple, Union
 
 from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
                          ReservedBitsNotSupported, WebSocketError)
@@ -444,6 +444,10 @@ class Protocol:
                 emit(_whole(opcode == OP_TEXT, payload))  # a whole message in one frame
                 self.payload_in += len(payload)
                 return
+            if b0 & 0x80 and self._sink is None:
+                # a whole compressed message (rsv is RSV1: _check_header let it through)
+                self._whole_compressed(opcode == OP_TEXT, payload, emit)
+                return
             self._start(opcode, rsv)
         else:
             self._frames += 1
@@ -492,6 +496,33 @@ class Protocol:
                 self._finish(emit)
         return pos + take
 
+    def _whole_compressed(self, text: bool, payload: bytes, emit: Callable[[Any], Any]) -> None:
+        """A compressed message in one frame: inflated in one step, decoded at
+        once; what the general path (_start, _feed, _finish) makes of it, for
+        less work per message."""
+        frame_room = self.max_frame_size
+        message_room = self.max_message_size
+        room = frame_room if frame_room < message_room else message_room
+        out = self.deflate.inflate_message(payload, room)
+        if len(out) > room:
+            self._too_large(_utf8_decoder() if text else None, out, room, frame_room < message_room)
+        emit(_whole(text, out))
+        self.payload_in += len(out)
+
+    def _too_large(self, decoder: Any, out: bytes, room: int, frame_limit: bool) -> NoReturn:
+        """Refuse inflated data past a limit.  The allowed part (``room``
+        bytes) is checked first: the error reported is the one at the earliest
+        byte, however the data were split."""
+        if decoder is not None:
+            try:
+                decoder.decode(out[:room])
+            except UnicodeDecodeError:
+                raise InvalidData("text message is not valid UTF-8") from None
+        if frame_limit:
+            raise MessageTooLarge(f"compressed frame inflates to more than max_frame_size "
+                                  f"{self.max_frame_size}")
+        raise MessageTooLarge(f"decompressed message exceeds max_message_size {self.max_message_size}")
+
     def _inflate(self, chunk: Optional[bytes]) -> bytes:
         """Inflate a piece of the current compressed frame (None: the end of
         the message), within both limits."""
@@ -502,17 +533,7 @@ class Protocol:
             self._wire += len(chunk)
         out: bytes = self.deflate.inflate(chunk, room)
         if len(out) > room:
-            # the allowed part is checked first: the error reported is the one
-            # at the earliest byte, however the data were split
-            if self._decoder is not None:
-                try:
-                    self._decoder.decode(out[:room])
-                except UnicodeDecodeError:
-                    raise InvalidData("text message is not valid UTF-8") from None
-            if frame_room < message_room:
-                raise MessageTooLarge(f"compressed frame inflates to more than max_frame_size "
-                                      f"{self.max_frame_size}")
-            raise MessageTooLarge(f"decompressed message exceeds max_message_size {self.max_message_size}")
+            self._too_large(self._decoder, out, room, frame_room < message_room)
         self._inflated += len(out)
         return out
 

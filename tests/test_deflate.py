@@ -372,6 +372,65 @@ def test_a_peer_ending_the_stream_with_bfinal_is_read():
         assert s.decompress(payload, 10 ** 6) + s.finish(10 ** 6) == text
 
 
+def general_path(codec: PerMessageDeflate, payload: bytes, limit: int):
+    """What inflate() of the payload and then of None make of a message, or the error."""
+    try:
+        out = codec.inflate(payload, limit)
+        return out if len(out) > limit else out + codec.inflate(None, limit - len(out))
+    except gws13.ProtocolError as exc:
+        return type(exc)
+
+
+def one_call(codec: PerMessageDeflate, payload: bytes, limit: int):
+    try:
+        return codec.inflate_message(payload, limit)
+    except gws13.ProtocolError as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("offer", ["permessage-deflate",
+                                   "permessage-deflate; client_no_context_takeover"])
+def test_inflate_message_is_the_general_path_in_one_call(offer):
+    # a sequence of messages with context takeover, ones the peer ends with BFINAL (with and
+    # without its own tail), data after the end, corrupt data, limits and large payloads:
+    # both ways give the same output, errors and later state
+    rnd = random.Random(7)
+    texts = [words(rnd.randrange(1, 400), seed=i).encode() for i in range(12)]
+    texts += [rnd.randbytes(40000), bytes(100000), b""]
+
+    def payloads():
+        yield from ((t, c.compress(t)) for t in texts for c in [pair(offer)[1]])
+        z = zlib.compressobj(6, zlib.DEFLATED, -15)
+        final = z.compress(texts[0]) + z.flush(zlib.Z_FINISH)
+        yield texts[0], final
+        yield texts[0], final + b"\x00\x00\xff\xff"
+        yield None, final + b"\x00"  # data after the end
+        yield None, b"\xff\xff\xff\xff\xff"
+
+    for limit in (2 ** 20, 1000, 0):
+        general, single = pair(offer)[0], pair(offer)[0]
+        sender = pair(offer)[1]
+        for text, payload in list(payloads()) + [(t, sender.compress(t)) for t in texts]:
+            a, b = general_path(general, payload, limit), one_call(single, payload, limit)
+            assert a == b, (text and text[:20], limit)
+            if a is gws13.ProtocolError or len(a) > limit:
+                general, single = pair(offer)[0], pair(offer)[0]  # a failed connection ends
+                sender = pair(offer)[1]
+            elif text is not None:
+                assert a == text
+
+
+def test_protocol_single_frame_compressed_failures_match_fragmented_ones():
+    # invalid UTF-8 before the limit is reported as such (1007), after it as too large (1009)
+    for text, code in ((b"\xc3\x28" + b"a" * 5000, 1007), (b"a" * 5000 + b"\xc3\x28", 1009)):
+        payload = deflate_raw(text)
+        whole, parts = server_proto(max_message_size=4096), server_proto(max_message_size=4096)
+        whole.receive_data(client_frame(OP_TEXT, payload, rsv1=True))
+        parts.receive_data(client_frame(OP_TEXT, payload[:5], fin=False, rsv1=True)
+                           + client_frame(OP_CONT, payload[5:]))
+        assert whole.failure.code == parts.failure.code == code
+
+
 def test_corrupt_data_is_a_protocol_error():
     s, _, _ = pair("permessage-deflate")
     with pytest.raises(gws13.ProtocolError) as info:

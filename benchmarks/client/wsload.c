@@ -20,7 +20,17 @@
  * Server pings are answered with pongs (servers keep their default keepalive), fragmented
  * messages are accepted.  One JSON object per output line.
  *
- * Build: gcc -O2 -o wsload wsload.c
+ * -z (echo, text): permessage-deflate as a browser does it.  The upgrade offers
+ * "permessage-deflate; client_max_window_bits" (Chrome's offer), the answer's parameters are
+ * honoured, messages are compressed with context takeover (Chrome's zlib settings: default
+ * level, memLevel 8, the window the server allows; computed once, see struct zset) and every
+ * reply is inflated and verified byte for byte.
+ * The messages are a deterministic pool (-S seed) of distinct JSON documents of exactly -s
+ * bytes, so the compressor sees realistic, varying text rather than one repeated string.  A
+ * server that does not negotiate gets the same messages uncompressed.  Wire bytes received per
+ * message (frame headers included) are reported in every mode.
+ *
+ * Build: gcc -O2 -o wsload wsload.c -lz
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -37,9 +47,23 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 enum { CONNECTING, HANDSHAKE, OPEN, DEAD };
 enum { M_ECHO, M_IDLE, M_FANOUT, M_STORM };
+
+/* -z: the masked frames of the message sequence for one negotiated client window.  Message k goes
+ * out as first[k] in the first cycle through the pool and as later[k % NPOOL] ever after: later
+ * was compressed with the first cycle as history, and back-references are distances, so it stays
+ * a valid continuation of the stream in every further cycle (the content repeats with period
+ * NPOOL).  The wire carries exactly what a live context-takeover compressor would send, but the
+ * load client does not spend 20+ us of zlib per message and become the bottleneck. */
+#define NPOOL 384
+struct zset {
+    int bits, nct;
+    uint8_t *buf;
+    size_t off[2 * NPOOL + 1];
+};
 
 typedef struct {
     int fd, state, want_out;
@@ -62,6 +86,13 @@ typedef struct {
     int got; /* fanout: received the current payload; idle: echoed; storm: echoed */
     int bad; /* storm: a payload byte differed */
     uint64_t t_start, t_echo; /* storm: when connect() was called, when the echo was in */
+    /* -z: every frame is built per message into ob (context takeover makes each one unique) */
+    uint8_t *ob;
+    size_t ob_len, ob_off, ob_cap;
+    uint64_t sseq, rseq;  /* messages sent / received: index the message pool */
+    int pmd, srv_nct, msg_z;
+    struct zset *zs; /* the frames it sends */
+    z_stream zi;
 } conn_t;
 
 static const char *host = "127.0.0.1", *path = "/";
@@ -78,7 +109,15 @@ static size_t flen, stream_len;
 static char req[512];
 static int req_len;
 static const char *last_err = "";
-static uint64_t n_msgs, n_bytes, n_bad, n_pings, n_got;
+static uint64_t n_msgs, n_bytes, n_bad, n_pings, n_got, n_wire_in, n_wire_out;
+/* -z: message pool, scratch for one compressed frame and for inflater output */
+static int zmode;
+static unsigned seed = 1;
+static uint8_t *pool[NPOOL];
+static uint8_t zout[1 << 16];
+static struct zset zsets[4], plainset;
+static int n_zsets;
+static char ext_answer[200];
 static int measuring;
 /* fanout: current broadcast payload */
 static uint8_t bc[400];
@@ -151,7 +190,26 @@ static size_t put_hdr(uint8_t *p, int op, uint64_t n) {
 }
 
 /* queue a small control/request frame (payload masked here) */
+static void ob_reserve(conn_t *c, size_t n) {
+    if (c->ob_off && c->ob_off == c->ob_len) c->ob_off = c->ob_len = 0;
+    if (c->ob_len + n <= c->ob_cap) return;
+    if (c->ob_off) { /* slide the unsent rest down before growing */
+        memmove(c->ob, c->ob + c->ob_off, c->ob_len - c->ob_off);
+        c->ob_len -= c->ob_off;
+        c->ob_off = 0;
+    }
+    while (c->ob_len + n > c->ob_cap) c->ob_cap = c->ob_cap ? c->ob_cap * 2 : 1 << 16;
+    c->ob = realloc(c->ob, c->ob_cap);
+}
+
 static void queue_x(conn_t *c, int op, const uint8_t *pl, size_t n) {
+    if (zmode) { /* ob holds whole frames only: a control frame simply goes next */
+        ob_reserve(c, n + 14);
+        size_t h = put_hdr(c->ob + c->ob_len, op, n);
+        for (size_t i = 0; i < n; i++) c->ob[c->ob_len + h + i] = pl[i] ^ KEY[i & 3];
+        c->ob_len += h + n;
+        return;
+    }
     if (c->x_len + 14 + n > sizeof c->x) { n_bad++; return; }
     uint8_t *p = c->x + c->x_len;
     size_t h = put_hdr(p, op, n);
@@ -160,6 +218,16 @@ static void queue_x(conn_t *c, int op, const uint8_t *pl, size_t n) {
 }
 
 static void flush(conn_t *c) {
+    while (zmode && c->ob_off < c->ob_len) {
+        ssize_t w = send(c->fd, c->ob + c->ob_off, c->ob_len - c->ob_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) { want_out(c, 1); return; }
+            kill_conn(c, "send");
+            return;
+        }
+        c->ob_off += w;
+    }
     for (;;) {
         const uint8_t *buf;
         size_t len;
@@ -187,7 +255,71 @@ static void flush(conn_t *c) {
     want_out(c, 0);
 }
 
+/* -z: the message a connection sends (and expects back) as its seq-th */
+static const uint8_t *pool_msg(conn_t *c, uint64_t seq) { (void)c; return pool[seq % NPOOL]; }
+
+/* put_hdr + masked payload; rsv1 marks a compressed message */
+static size_t put_frame(uint8_t *p, int rsv1, const uint8_t *pl, size_t n) {
+    size_t h = put_hdr(p, 1, n);
+    if (rsv1) p[0] |= 0x40;
+    for (size_t i = 0; i < n; i++) p[h + i] = pl[i] ^ KEY[i & 3];
+    return h + n;
+}
+
+/* the frames for a client window of 2**bits (bits 0: uncompressed), with or without context */
+static void build_zset(struct zset *z, int bits, int nct) {
+    z_stream zd = {0};
+    size_t cap = 2 * NPOOL * (deflateBound(NULL, msize) + 80), n = 0;
+    uint8_t *tmp = malloc(deflateBound(NULL, msize) + 64);
+    z->bits = bits;
+    z->nct = nct;
+    z->buf = malloc(cap);
+    /* Chrome's settings; zlib cannot make a 256-byte window: Huffman-only output has no references */
+    if (bits && deflateInit2(&zd, Z_DEFAULT_COMPRESSION, Z_DEFLATED, bits < 9 ? -9 : -bits, 8,
+                             bits < 9 ? Z_HUFFMAN_ONLY : Z_DEFAULT_STRATEGY) != Z_OK) exit(3);
+    for (int k = 0; k < 2 * NPOOL; k++) {
+        z->off[k] = n;
+        if (!bits) { n += put_frame(z->buf + n, 0, pool[k % NPOOL], msize); continue; }
+        zd.next_in = pool[k % NPOOL];
+        zd.avail_in = msize;
+        zd.next_out = tmp;
+        zd.avail_out = deflateBound(NULL, msize) + 64;
+        if (deflate(&zd, Z_SYNC_FLUSH) != Z_OK || zd.avail_in) exit(3);
+        size_t m = zd.next_out - tmp;
+        if (m >= 4 && !memcmp(tmp + m - 4, "\0\0\xff\xff", 4)) m -= 4; /* RFC 7692 7.2.1 */
+        if (!m) tmp[m++] = 0; /* an empty message is one empty block */
+        n += put_frame(z->buf + n, 1, tmp, m);
+        if (nct) deflateReset(&zd);
+    }
+    z->off[2 * NPOOL] = n;
+    if (bits) deflateEnd(&zd);
+    free(tmp);
+}
+
+static struct zset *get_zset(int bits, int nct) {
+    if (!bits) { if (!plainset.buf) build_zset(&plainset, 0, 0); return &plainset; }
+    for (int i = 0; i < n_zsets; i++) if (zsets[i].bits == bits && zsets[i].nct == nct) return &zsets[i];
+    if (n_zsets == 4) return NULL;
+    build_zset(&zsets[n_zsets], bits, nct);
+    return &zsets[n_zsets++];
+}
+
+static void zsend(conn_t *c) {
+    uint64_t k = c->sseq++;
+    int i = k < NPOOL ? (int)k : NPOOL + (int)(k % NPOOL);
+    size_t n = c->zs->off[i + 1] - c->zs->off[i];
+    ob_reserve(c, n);
+    memcpy(c->ob + c->ob_len, c->zs->buf + c->zs->off[i], n);
+    c->ob_len += n;
+    if (measuring) n_wire_out += n;
+}
+
 static void send_msgs(conn_t *c, int k, uint64_t t) {
+    if (zmode) {
+        for (int i = 0; i < k; i++) { c->ts[(c->ts_head + c->inflight + i) % window] = t; zsend(c); }
+        c->inflight += k;
+        return;
+    }
     for (int i = 0; i < k; i++) c->ts[(c->ts_head + c->inflight + i) % window] = t;
     c->inflight += k;
     c->out_pending += (uint64_t)k * flen;
@@ -215,12 +347,31 @@ static void on_message(conn_t *c, uint64_t t) {
     if (c->inflight <= 0 || c->msg_off != msize || c->msg_op != (text ? 1 : 2)) { n_bad++; return; }
     uint64_t t0 = c->ts[c->ts_head];
     c->ts_head = (c->ts_head + 1) % window;
+    c->rseq++;
     c->inflight--;
     if (mode == M_IDLE) { c->got = 1; n_got++; }
     if (measuring) { n_msgs++; n_bytes += msize; hist[bucket(t - t0)]++; hist_n++; }
 }
 
 static void storm_close_frame(conn_t *c);
+/* -z: inflate a piece of a compressed reply and compare it with what was sent */
+static void zcheck(conn_t *c, const uint8_t *b, size_t n) {
+    const uint8_t *ref = pool_msg(c, c->rseq);
+    c->zi.next_in = (uint8_t *)b;
+    c->zi.avail_in = n;
+    for (;;) {
+        c->zi.next_out = zout;
+        c->zi.avail_out = sizeof zout;
+        int r = inflate(&c->zi, Z_SYNC_FLUSH);
+        size_t got = sizeof zout - c->zi.avail_out;
+        if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END) { n_bad++; inflateReset(&c->zi); return; }
+        if (c->msg_off + got > msize || memcmp(zout, ref + c->msg_off, got)) n_bad++;
+        c->msg_off += got;
+        /* a final block ends the peer's stream: what may follow is the 00 00 ff ff tail only */
+        if (r == Z_STREAM_END) { inflateReset(&c->zi); return; }
+        if (c->zi.avail_out || !c->zi.avail_in) return;
+    }
+}
 
 /* parse received bytes; returns number of complete data messages, -1 if the conn died */
 static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
@@ -246,13 +397,25 @@ static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
             c->opcode = c->hdr[0] & 15;
             c->fin = c->hdr[0] >> 7;
             c->done = 0;
-            if (c->opcode == 1 || c->opcode == 2) { c->msg_op = c->opcode; c->msg_off = 0; }
+            if (c->opcode == 1 || c->opcode == 2) {
+                c->msg_op = c->opcode;
+                c->msg_off = 0;
+                c->msg_z = (c->hdr[0] & 0x40) != 0;
+                if (c->msg_z && !c->pmd) n_bad++; /* RSV1 without the extension */
+            }
             else if (c->opcode == 8 && mode != M_STORM) { kill_conn(c, "server sent close"); return -1; }
-            if (c->opcode >= 8 && c->len > 125) { kill_conn(c, "bad control frame"); return -1; }
+            else if (c->opcode >= 8 && c->len > 125) { kill_conn(c, "bad control frame"); return -1; }
         }
         size_t take = n - i < c->len - c->done ? n - i : c->len - c->done;
         if (c->opcode >= 8) {
             memcpy(c->ctl + c->done, b + i, take);
+        } else if (take && zmode) {
+            if (c->masked) { n_bad++; } /* a server never masks */
+            else if (c->msg_z) zcheck(c, b + i, take);
+            else {
+                if (c->msg_off + take > msize || memcmp(b + i, pool_msg(c, c->rseq) + c->msg_off, take)) n_bad++;
+                c->msg_off += take;
+            }
         } else if (take) {
             /* verify: a raw echo returns our masked bytes, a WS server the plain payload */
             const uint8_t *ref = mode == M_FANOUT ? bc : (c->masked && !memcmp(c->mkey, KEY, 4)) ? masked_ref : plain;
@@ -263,6 +426,7 @@ static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
         c->done += take;
         i += take;
         if (c->done < c->len) break;
+        if (measuring && c->opcode < 3) n_wire_in += c->hdr_need + c->len;
         c->hdr_have = c->hdr_need = 0;
         if (c->opcode == 9) { /* ping -> pong */
             n_pings++;
@@ -274,6 +438,10 @@ static int parse(conn_t *c, const uint8_t *b, size_t n, uint64_t t) {
             storm_close_frame(c);
             return -1;
         } else if (c->opcode < 3 && c->fin) {
+            if (zmode && c->msg_z) {
+                zcheck(c, (const uint8_t *)"\0\0\xff\xff", 4);
+                if (c->srv_nct) inflateReset(&c->zi);
+            }
             on_message(c, t);
             msgs++;
             if (c->state == DEAD) return -1;
@@ -363,6 +531,43 @@ static int accept_ok(char *head, char *end) {
     return *v == '\r';
 }
 
+/* -z: read the server's Sec-WebSocket-Extensions answer (NUL-terminated head); 0 = reject */
+static int negotiate(conn_t *c) {
+    int cli_bits = 15, cli_nct = 0;
+    char *h = c->hs, *v = NULL;
+    while ((h = strstr(h, "\r\n")) && h[2] != '\r') {
+        h += 2;
+        if (!strncasecmp(h, "Sec-WebSocket-Extensions:", 25)) { v = h + 25; break; }
+    }
+    if (v) {
+        char val[200];
+        size_t n = strcspn(v, "\r");
+        if (n >= sizeof val) return 0;
+        memcpy(val, v, n);
+        val[n] = 0;
+        char *save, *tok = strtok_r(val, ";", &save);
+        for (int first = 1; tok; tok = strtok_r(NULL, ";", &save), first = 0) {
+            while (*tok == ' ' || *tok == '\t') tok++;
+            char *e = tok + strlen(tok);
+            while (e > tok && (e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
+            if (first) { if (strcmp(tok, "permessage-deflate")) return 0; continue; }
+            if (!strcmp(tok, "server_no_context_takeover")) c->srv_nct = 1;
+            else if (!strcmp(tok, "client_no_context_takeover")) cli_nct = 1;
+            else if (!strncmp(tok, "client_max_window_bits=", 23)) cli_bits = atoi(tok + 23);
+            else if (strncmp(tok, "server_max_window_bits=", 23)) return 0; /* any server window inflates with 15 */
+        }
+        if (cli_bits < 8 || cli_bits > 15) return 0;
+        c->pmd = 1;
+        if (!(c->zs = get_zset(cli_bits, cli_nct))) return 0;
+        if (!ext_answer[0]) { /* for the report: keep it a valid JSON string */
+            size_t skip = strspn(v, " \t"), len = n - skip < sizeof ext_answer ? n - skip : sizeof ext_answer - 1;
+            memcpy(ext_answer, v + skip, len);
+            for (char *q = ext_answer; *q; q++) if (*q == '"' || *q == '\\' || (unsigned char)*q < 32) *q = '?';
+        }
+    } else c->zs = get_zset(0, 0);
+    return inflateInit2(&c->zi, -15) == Z_OK;
+}
+
 static void on_readable(conn_t *c, uint64_t t) {
     if (c->state == HANDSHAKE) {
         ssize_t r = recv(c->fd, c->hs + c->hs_len, sizeof c->hs - 1 - c->hs_len, 0);
@@ -377,6 +582,10 @@ static void on_readable(conn_t *c, uint64_t t) {
         if (!e) { if (c->hs_len >= (int)sizeof c->hs - 1) kill_conn(c, "handshake too long"); return; }
         if (strncmp(c->hs, "HTTP/1.1 101", 12)) { kill_conn(c, "handshake not 101"); return; }
         if (!accept_ok(c->hs, e)) { kill_conn(c, "handshake: wrong Sec-WebSocket-Accept"); return; }
+        if (zmode) {
+            *e = 0; /* the head only: data may follow it */
+            if (!negotiate(c)) { kill_conn(c, "bad permessage-deflate answer"); return; }
+        }
         set_open(c);
         t = now_ns();
         if (mode == M_STORM) {
@@ -593,9 +802,57 @@ static int run_storm(void) {
     return n_fail || n_warm_fail || n_done != (uint64_t)storm_n;
 }
 
+/* -z: NPOOL JSON documents of exactly msize bytes, like a feed of events: the same keys in every
+ * message, ids, timestamps, prices and text that change (splitmix64 from the seed) */
+static uint64_t rng_state;
+static uint64_t rnd(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void make_pool(void) {
+    static const char *names[] = {"ada", "grace", "linus", "guido", "barbara", "ken", "dennis", "margaret"};
+    static const char *words[] = {"order", "filled", "partial", "price", "moved", "alert", "user", "joined",
+                                  "left", "typing", "market", "update", "stream", "delta", "snapshot", "ack"};
+    static const char *kinds[] = {"trade", "quote", "chat", "presence"};
+    char *b = malloc(msize + 512);
+    rng_state = seed;
+    uint64_t ts = 1700000000000ull;
+    for (int k = 0; k < NPOOL; k++) {
+        size_t n = 0;
+        ts += rnd() % 5000;
+        n += sprintf(b + n, "{\"type\":\"%s\",\"seq\":%d,\"id\":\"%016llx\",\"ts\":%llu,\"user\":{\"id\":%u,"
+                     "\"name\":\"%s\",\"online\":%s},\"room\":\"room-%u\",\"items\":[",
+                     kinds[rnd() % 4], k, (unsigned long long)rnd(), (unsigned long long)ts,
+                     (unsigned)(rnd() % 1000000), names[rnd() % 8], rnd() & 1 ? "true" : "false",
+                     (unsigned)(rnd() % 50));
+        for (int i = 0; n + 140 < msize; i++) {
+            uint64_t r = rnd();
+            n += sprintf(b + n, "%s{\"sku\":\"SKU-%05u\",\"qty\":%u,\"price\":%u.%02u,\"side\":\"%s\"}",
+                         i ? "," : "", (unsigned)(r % 100000), (unsigned)(r >> 20) % 100,
+                         (unsigned)(r >> 28) % 5000, (unsigned)(r >> 44) % 100, r >> 63 ? "buy" : "sell");
+        }
+        n += sprintf(b + n, "],\"note\":\"");
+        /* words up to the exact size; the closing "} takes 2 bytes */
+        while (n + 2 < msize) {
+            const char *w = words[rnd() % 16];
+            size_t room = msize - 2 - n, wl = strlen(w);
+            if (wl + 1 > room) { memset(b + n, 'x', room); n += room; break; }
+            n += sprintf(b + n, "%s ", w);
+        }
+        if (n + 2 > msize) n = msize >= 2 ? msize - 2 : 0; /* tiny -s: a truncated (still ASCII) text */
+        memcpy(b + n, "\"}", msize - n < 2 ? msize - n : 2);
+        pool[k] = malloc(msize + 1);
+        memcpy(pool[k], b, msize);
+    }
+    free(b);
+}
+
 int main(int argc, char **argv) {
     int o, c_set = 0, w_set = 0;
-    while ((o = getopt(argc, argv, "H:p:P:m:rc:w:s:td:W:C:T:n:")) != -1) switch (o) {
+    while ((o = getopt(argc, argv, "H:p:P:m:rc:w:s:td:W:C:T:n:zS:")) != -1) switch (o) {
         case 'H': host = optarg; break;
         case 'p': port = atoi(optarg); break;
         case 'P': path = optarg; break;
@@ -613,9 +870,11 @@ int main(int argc, char **argv) {
         case 'n': storm_n = atoi(optarg); break;
         case 'C': hs_conc = atoi(optarg); break;
         case 'T': conn_timeout = atof(optarg); break;
+        case 'z': zmode = text = 1; break;
+        case 'S': seed = strtoul(optarg, NULL, 10); break;
         default:
             fprintf(stderr, "usage: wsload -p port [-H host] [-P path] [-m echo|idle|fanout|storm] [-r] [-c conns] "
-                            "[-w in-flight] [-s size] [-t] [-d secs] [-W warmup] [-C handshakes-in-flight] [-T secs]\n"
+                            "[-w in-flight] [-s size] [-t] [-d secs] [-W warmup] [-C handshakes-in-flight] [-T secs] [-z] [-S seed]\n"
                             "  storm: -n connections (5000), -c at once (500), -W warm-up connections (200), "
                             "-T seconds one connection may take (120)\n");
             return 2;
@@ -633,6 +892,7 @@ int main(int argc, char **argv) {
     if (mode != M_ECHO) window = 1;
     if (mode == M_FANOUT) { text = 1; if (msize > 380) msize = 380; }
     if (window < 1) window = 1;
+    if (zmode && (raw || mode == M_FANOUT || mode == M_STORM)) { fprintf(stderr, "-z: echo or idle mode over WebSocket only\n"); return 2; }
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl); /* the runner raised it already; take whatever is left */
     rl.rlim_cur = rl.rlim_max;
@@ -641,8 +901,10 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     req_len = snprintf(req, sizeof req,
                        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                       path, host, port);
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                       path, host, port,
+                       zmode ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
+    if (zmode) make_pool();
     /* the echo frame, its plain and masked payload, and a stream of back-to-back copies */
     uint8_t h[14];
     size_t hl = put_hdr(h, text ? 1 : 2, msize);
@@ -696,9 +958,12 @@ int main(int argc, char **argv) {
     printf("{\"phase\":\"end\"}\n");
     printf("{\"conns\":%d,\"window\":%d,\"size\":%zu,\"secs\":%.3f,\"msgs\":%llu,\"msg_per_s\":%.1f,\"mb_per_s\":%.3f,"
            "\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"client_cpu\":%.3f,\"errors\":%d,"
-           "\"bad\":%llu,\"pings\":%llu,\"last_err\":\"%s\"}\n",
+           "\"bad\":%llu,\"pings\":%llu,\"last_err\":\"%s\",\"wire_per_msg\":%.1f,\"wire_up_per_msg\":%.1f,"
+           "\"deflate\":%d,\"ext\":\"%s\"}\n",
            nconns, window, msize, secs, (unsigned long long)n_msgs, n_msgs / secs, n_bytes / secs / 1e6,
            pct_us(hist, hist_n, .5), pct_us(hist, hist_n, .9), pct_us(hist, hist_n, .99), pct_us(hist, hist_n, 1),
-           (cpu1 - cpu0) / secs, n_dead, (unsigned long long)n_bad, (unsigned long long)n_pings, last_err);
+           (cpu1 - cpu0) / secs, n_dead, (unsigned long long)n_bad, (unsigned long long)n_pings, last_err,
+           n_msgs ? (double)n_wire_in / n_msgs : 0.0, n_msgs && zmode ? (double)n_wire_out / n_msgs : 0.0,
+           zmode && conns[0].pmd, ext_answer);
     return (n_dead || n_bad) ? 1 : 0;
 }

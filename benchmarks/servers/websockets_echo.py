@@ -1,5 +1,6 @@
-"""websockets (asyncio implementation): compression off, C speedups required, 16 MiB message
-limit, default keepalive (ping every 20 s).  --broadcast: "broadcast:<payload>" is sent as
+"""websockets (asyncio implementation): compression off (--compression: websockets' default
+permessage-deflate, for workload J), C speedups required, 16 MiB message limit, default keepalive
+(ping every 20 s).  --broadcast: "broadcast:<payload>" is sent as
 <payload> to every client with websockets' broadcast()."""
 from cli import options
 import asyncio
@@ -29,12 +30,12 @@ async def echo_or_broadcast(ws):
         CLIENTS.discard(ws)
 
 
-async def main(port, handler):
-    async with serve(handler, "127.0.0.1", port, compression=None, max_size=16 << 20,
+async def main(port, handler, compression=None):
+    async with serve(handler, "127.0.0.1", port, compression=compression, max_size=16 << 20,
                      backlog=1024) as server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
     a = options()
-    asyncio.run(main(a.port, echo_or_broadcast if a.broadcast else echo))
+    asyncio.run(main(a.port, echo_or_broadcast if a.broadcast else echo, "deflate" if a.compression else None))
