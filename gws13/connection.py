@@ -76,6 +76,11 @@ __all__ = ["WebSocket", "PendingPing", "MessageStream"]
 
 _PING = struct.Struct("!Q")
 _BATCH = 1 << 16  # bytes of held-back frames that trigger a write at once
+# the same for held compressed frames: a few of them, not a whole batch.  Each cost
+# tens of µs of zlib, so a syscall per few frames is cheap, and the peer gets the
+# first replies to work on while the rest are compressed (workload J: 16 held 1 KiB
+# JSON replies 23k msg/s, a write per ~8 of them 30k, a write per reply 26k)
+_ZBATCH = 2048
 _READ_SIZE = 1 << 18  # largest recv; the buffer is shared by a hub's connections
 _READ_START = 1 << 16  # a connection's first reads: grown while parsing stays cheap
 _READ_MIN = 1 << 12
@@ -259,7 +264,7 @@ class WebSocket:
         "_hub", "_loop", "_last_seen", "_last_ping", "_keepalive", "_raw", "_rbuf",
         "_direct_reads", "_rsize",
         # the writer
-        "_wbuf", "_wsize", "_wstate", "_wlimit", "_wblock", "_wio", "_writer", "_wwaiters", "_wpong",
+        "_wbuf", "_wsize", "_wstate", "_whold", "_wlimit", "_wblock", "_wio", "_writer", "_wwaiters", "_wpong",
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
         # streams (issue 15): the message being sent as fragments, the one being received
         "_wstream", "_rstream",
@@ -311,6 +316,7 @@ class WebSocket:
         self._wbuf: List[Any] = []
         self._wsize = 0
         self._wstate = _IDLE
+        self._whold = _BATCH  # while _HELD: the held bytes that make it write at once
         self._wlimit = 1 << 16
         self._wblock = 1 << 16  # send blocks above this: write_limit, a client's 0
         self._wio: Any = None  # the write watcher (plain sockets)
@@ -567,30 +573,16 @@ class WebSocket:
             self._wbuf.append(frame)
             self._wsize = len(frame)
             self._wstate = _HELD
+            self._whold = _ZBATCH if frame[0] & 0x40 else _BATCH
             self._wprogress = self._loop.now()
             self._loop.run_callback(self._flush_held)
             return
         else:
             # nothing is waiting: straight to the kernel, the usual case
-            try:
-                if len(pieces) == 1:
-                    frame = pieces[0]
-                    sent = raw.send(frame)
-                    if sent == len(frame):
-                        self._n_bout += sent  # metrics
-                        return
-                else:
-                    sent = raw.sendmsg(pieces)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._lost()
-                raise ConnectionClosed(1006, "connection lost while sending") from None
-            self._n_bout += sent  # metrics
-            self._buffer_rest(pieces, sent)
+            if not self._write_now(raw, pieces):
+                raise ConnectionClosed(1006, "connection lost while sending")
             if not self._wbuf:
                 return
-            self._await_writable()
         if self._wsize > self._wblock:
             self._wait_drained()
         elif self._dropped:
@@ -934,7 +926,7 @@ class WebSocket:
             size += len(piece)
         self._wsize = size
         state = self._wstate
-        if state == _WRITING or (state == _HELD and size < _BATCH):
+        if state == _WRITING or (state == _HELD and size < self._whold):
             return
         if self._raw is not None:
             self._flush()
@@ -943,6 +935,30 @@ class WebSocket:
         else:
             self._wstate = _WRITING
             self._writer = gevent.spawn(self._write_tls)
+
+    def _write_now(self, raw: Any, pieces: List[Any]) -> bool:
+        """Write whole frames straight to the kernel (plain sockets, empty
+        buffer; never blocks).  What the socket does not take now is buffered
+        for the write watcher.  False if the connection was lost."""
+        try:
+            if len(pieces) == 1:
+                frame = pieces[0]
+                sent = raw.send(frame)
+                if sent == len(frame):
+                    self._n_bout += sent  # metrics
+                    return True
+            else:
+                sent = raw.sendmsg(pieces)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._lost()
+            return False
+        self._n_bout += sent  # metrics
+        self._buffer_rest(pieces, sent)
+        if self._wbuf:
+            self._await_writable()
+        return True
 
     def _buffer_rest(self, pieces: List[Any], sent: int) -> None:
         """Keep what a direct write did not take, in the empty buffer."""

@@ -358,7 +358,12 @@ class Hub:
             # encoded and buffered with no switch in between: compressed frames
             # keep the order of the connection's compression context
             ws._n_mout += 1  # the connection's metrics (gws13.metrics)
-            ws._enqueue([item.encode_for(ws)])
+            raw = ws._raw
+            if raw is not None and not ws._wbuf:
+                # the usual case in a broadcast: straight to the kernel, as send() does
+                ws._write_now(raw, [item.encode_for(ws)])
+            else:
+                ws._enqueue([item.encode_for(ws)])
             self._delivered += 1
             return
         if len(queue) >= self.queue_size:
