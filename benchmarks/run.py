@@ -84,7 +84,8 @@ SERVERS = [
     dict(name="gevent-minimal-ws", kind="ceiling", skip={"D"},
          cmd="{py} servers/gevent_minimal_ws_echo.py --port {port}",
          fanout="{py} servers/gevent_minimal_ws_echo.py --broadcast --port {port}"),
-    dict(name="c-floor", kind="ceiling", only={"H"}, cmd=f"{C_FLOOR} --port {{port}}"),
+    dict(name="c-floor", kind="ceiling", only={"H", "E"}, cmd=f"{C_FLOOR} --port {{port}}",
+         fanout=f"{C_FLOOR} --broadcast --port {{port}}"),
     dict(name="gevent-tcp", kind="ceiling", raw=True, cmd="{py} servers/gevent_tcp_echo.py --port {port}"),
     dict(name="asyncio-tcp", kind="ceiling", raw=True, cmd="{py} servers/asyncio_tcp_echo.py --port {port}"),
 ]

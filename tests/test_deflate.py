@@ -756,6 +756,59 @@ def test_server_sends_compressed_frames_only_when_worth_it(serve):
     sock.close()
 
 
+class _CountingSocket:
+    """Stands in for a connection's raw socket: counts the writes."""
+
+    def __init__(self, sock, writes):
+        self._sock = sock
+        self.writes = writes  # the size of each, in order
+
+    def send(self, data, *flags):
+        self.writes.append(len(data))
+        return self._sock.send(data, *flags)
+
+    def sendmsg(self, pieces, *args):
+        self.writes.append(sum(map(len, pieces)))
+        return self._sock.sendmsg(pieces, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_held_compressed_replies_go_out_a_few_at_a_time(serve):
+    # 32 messages queued at once: their 32 compressed replies are written neither in one
+    # syscall (the client would wait for all 32 to be compressed) nor one syscall each
+    writes = []
+
+    def app(environ, start_response):
+        ws = environ["wsgi.websocket"]
+        first = ws.receive()
+        deadline = time.monotonic() + 5
+        while len(ws._queue) < 31 and time.monotonic() < deadline:
+            gevent.sleep(0.001)  # until the rest is read and queued
+        ws._raw = _CountingSocket(ws._raw, writes)  # every write happens before its bytes arrive
+        ws.send(first)
+        for _ in range(31):
+            ws.send(ws.receive())
+        ws.receive()
+        return []
+
+    srv = serve(app)
+    gws13.parameters.max_queue = 64
+    texts = [words(150, seed=i) for i in range(32)]
+    client = RawClient(srv.port, headers=OFFER)
+    assert client.status == 101
+    client.proto.deflate = client_accept(client.headers["sec-websocket-extensions"], DEFAULT)
+    client.sock.sendall(b"".join(client_frame(OP_TEXT, t.encode()) for t in texts))
+    got = [client.next_event().data for _ in texts]
+    assert got == texts
+    wire = sum(writes)
+    assert wire < sum(map(len, texts)) / 2  # compressed
+    assert 2 <= len(writes) < 32, writes
+    assert max(writes) < 2048 + 1024, writes  # never much more than the threshold at once
+    client.sock.close()
+
+
 def test_a_compression_bomb_is_closed_with_1009_without_inflating_it(serve):
     srv = serve(echo_app)
     # 1 GiB of zeros deflates to about 1 MB: one frame, under the default 1 MiB max_frame_size

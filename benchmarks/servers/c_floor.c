@@ -9,7 +9,10 @@
  * output (a reply the kernel does not take at once closes the connection: fine for H's 32 B
  * messages, wrong for large pipelined ones, so the harness runs it in H only).
  *
- *   c_floor --port N        (build: gcc -O2 -o c_floor c_floor.c)
+ * --broadcast (the floor for workload E): a text message "broadcast:<payload>" is not echoed; its
+ * <payload> goes to every upgraded connection instead, one send() per socket in a loop.
+ *
+ *   c_floor --port N [--broadcast]        (build: gcc -O2 -o c_floor c_floor.c)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,7 +31,7 @@
 enum { BACKLOG = 1024 }; /* H opens up to 500 connections at once: the queue must not drop SYNs */
 
 typedef struct {
-    int fd, upgraded;
+    int fd, upgraded, idx; /* idx: the place in `all` once upgraded */
     size_t have;
     uint8_t buf[4096];
 } conn_t;
@@ -78,11 +81,40 @@ static size_t base64(const uint8_t *in, size_t n, char *out) {
     return o;
 }
 
-static int epfd;
+static int epfd, broadcast;
+static conn_t **all; /* the upgraded connections, for --broadcast */
+static int n_all, cap_all;
 
 static void drop(conn_t *c) {
     close(c->fd); /* also leaves the epoll set */
+    if (c->upgraded) { /* the last one takes its place */
+        all[c->idx] = all[--n_all];
+        all[c->idx]->idx = c->idx;
+    }
     free(c);
+}
+
+static int enlist(conn_t *c) {
+    if (n_all == cap_all) {
+        int cap = cap_all ? 2 * cap_all : 1024;
+        conn_t **grown = realloc(all, sizeof *all * cap);
+        if (!grown) return 0;
+        all = grown, cap_all = cap;
+    }
+    c->idx = n_all;
+    all[n_all++] = c;
+    return 1;
+}
+
+/* --broadcast: the payload as one unmasked text frame to every upgraded connection */
+static void fan_out(const uint8_t *p, size_t n) {
+    uint8_t frame[4 + 4096];
+    size_t h = n < 126 ? 2 : 4;
+    frame[0] = 0x81;
+    if (h == 2) frame[1] = (uint8_t)n;
+    else frame[1] = 126, frame[2] = (uint8_t)(n >> 8), frame[3] = (uint8_t)n;
+    memcpy(frame + h, p, n);
+    for (int i = 0; i < n_all; i++) send(all[i]->fd, frame, h + n, MSG_NOSIGNAL); /* a floor: no retry */
 }
 
 /* all or nothing: see the top of the file */
@@ -112,7 +144,7 @@ static long upgrade(conn_t *c) {
                           "Sec-WebSocket-Accept: ");
     n += (int)base64(digest, 20, resp + n);
     memcpy(resp + n, "\r\n\r\n", 4);
-    if (!put(c, resp, n + 4)) return -1;
+    if (!put(c, resp, n + 4) || !enlist(c)) return -1;
     c->upgraded = 1;
     return end + 4 - head;
 }
@@ -141,7 +173,8 @@ static long frames(conn_t *c, size_t at) {
         r[0] = op == 9 ? 0x8A : f[0];
         if (rh == 2) r[1] = (uint8_t)len;
         else r[1] = 126, r[2] = (uint8_t)(len >> 8), r[3] = (uint8_t)len;
-        if (op != 10 && !put(c, r, rh + len)) return -1; /* pongs need no answer */
+        if (broadcast && op == 1 && len >= 10 && !memcmp(pl, "broadcast:", 10)) fan_out(pl + 10, len - 10);
+        else if (op != 10 && !put(c, r, rh + len)) return -1; /* pongs need no answer */
         if (op == 8) return -1; /* close answered with the client's code: the server closes first */
         at += hl + 4 + len;
     }
@@ -166,9 +199,10 @@ static void readable(conn_t *c) {
 
 int main(int argc, char **argv) {
     int port = 0, one = 1;
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--port")) port = atoi(argv[i + 1]);
-    if (!port) { fprintf(stderr, "usage: c_floor --port N\n"); return 2; }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--broadcast")) broadcast = 1;
+    if (!port) { fprintf(stderr, "usage: c_floor --port N [--broadcast]\n"); return 2; }
     signal(SIGPIPE, SIG_IGN);
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
