@@ -6,6 +6,7 @@ sockets, requests) can drive it from the test's thread."""
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import socket
@@ -142,6 +143,34 @@ class ErrorLog:
     @property
     def text(self):
         return "".join(self.lines)
+
+
+def end_earlier_connections(timeout=10.0):
+    """For a test that counts open connections process-wide: start from none.
+
+    A connection an earlier test left open (a client it never closed and the
+    garbage collector has not freed yet) is ended in its own hub and named on
+    stderr, so that the test it came from can be found."""
+    gc.collect()  # a forgotten client socket, once freed, closes its server's side
+    deadline = time.monotonic() + 1
+    while gws13.metrics()["connections_open"] and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    stray = list(gws13._metrics._live)
+    for ws in stray:
+        sys.stderr.write(f"ending a connection an earlier test left open: {ws!r} {ws.path!r}\n")
+        if ws._hub is gevent.get_hub():
+            ws._drop()
+        else:
+            ws._hub.loop.run_callback_threadsafe(ws._drop)
+    deadline = time.monotonic() + 2
+    while gws13.metrics()["connections_open"] and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    for ws in list(gws13._metrics._live):
+        # its hub did not run the callback: that thread's loop is gone (a server
+        # thread that ended while the connection was closing), nothing else will
+        sys.stderr.write(f"its hub is gone: ending {ws!r} here\n")
+        ws._drop()
+    wait_until(lambda: gws13.metrics()["connections_open"] == 0, timeout, f"{len(stray)} stray connections to end")
 
 
 def raw_connect(port, path="/", headers=None, key="dGhlIHNhbXBsZSBub25jZQ==", version="13",

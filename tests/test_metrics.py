@@ -13,7 +13,7 @@ import pytest
 
 import gws13
 import gws13.protocol
-from conftest import RawClient, raw_connect, wait_until
+from conftest import RawClient, end_earlier_connections, raw_connect, wait_until
 from gws13.frames import OP_BINARY, OP_TEXT
 
 KEYS = {"connections_open", "connections_total", "handshakes_refused", "closes_by_code", "messages_received",
@@ -50,7 +50,7 @@ def test_figures_move_as_clients_connect_talk_and_close(serve, monkeypatch, path
     elif gws13.protocol.scan_small is None:
         pytest.skip("the C accelerator is not built")
     server = serve(gws13.websocket_app(echo))
-    wait_until(lambda: gws13.metrics()["connections_open"] == 0, 10, "earlier tests' connections to end")
+    end_earlier_connections()
     before = gws13.metrics()
     clients = [gws13.connect(server.url + "/echo") for _ in range(3)]
     m = wait_until(lambda: (lambda m: m if m["server_connections_open"] == 3 else None)(gws13.metrics()), 5,

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 import gws13.prometheus  # noqa: E402
 
-from conftest import wait_until  # noqa: E402
+from conftest import end_earlier_connections, wait_until  # noqa: E402
 
 
 def scrape(server):
@@ -58,6 +58,7 @@ def make_app():
 
 def test_a_scrape_follows_connections_messages_and_closes(serve):
     server = serve(make_app())
+    end_earlier_connections()
     before = scrape(server)
     assert value(before, "gws13_connections_open", side="server") == 0
     clients = [gws13.connect(server.url + "/chat", compression=None) for _ in range(4)]
