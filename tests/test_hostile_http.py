@@ -101,8 +101,11 @@ def start(serve, quiet, cert_files):
             kwargs = dict(zip(("keyfile", "certfile"), cert_files))
             if mode == "tls-lazy":
                 kwargs["server_class"] = WebSocketServer
+        # the tests open a few hundred connections at once: with gevent's default
+        # backlog (128) a slow accept loop lets the kernel drop the next SYN, and
+        # the one normal client a test times then waits a second to retry
         server = serve(application, handler_class=handler_class, error_log=quiet.error_log,
-                       spawn=spawn, **kwargs)
+                       spawn=spawn, backlog=1024, **kwargs)
         server.mode = mode
         return server
 
