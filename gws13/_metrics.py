@@ -1,9 +1,15 @@
 """Process-wide WebSocket metrics (issue 13): what :func:`gws13.metrics` returns.
 
-Cost model.  A connection counts its own traffic in plain integer attributes
-of its :class:`~gws13.connection.WebSocket` (a few increments per read, per
-write and per message: no lock, no dict, no call).  Nothing process-wide is
-touched per message: :func:`metrics` sums the live connections (a
+Cost model.  A connection counts its own traffic, with no lock, no dict and
+no call.  The wire bytes received, the messages in and out, their
+application bytes and the read queue's high-water mark are the protocol's
+``counts`` (:class:`~gws13.frames.Counters`).  On the usual paths the C
+extension's scanner (a read of small messages) and small-frame encoder (a
+message out) add to them in C: no Python-level work per message at all.  The
+other paths add per read or per message in Python.  The wire bytes sent are
+an integer attribute of the :class:`~gws13.connection.WebSocket`, one
+increment per socket write.  Nothing process-wide is touched per message:
+:func:`metrics` sums the live connections (a
 :class:`weakref.WeakSet` filled when a connection starts) and adds the totals
 folded in here when each connection ended.  Per connection, not per message,
 are: registering it, folding it in at the end (under a lock: connections of

@@ -2,6 +2,8 @@
  * gws13.frames falls back to a pure-Python version when this does not build. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -197,21 +199,53 @@ unmask_into(PyObject *self, PyObject *args)
     return result;
 }
 
+/* A connection's traffic counters (gws13.metrics), kept where the hot paths
+ * below can add to them without a Python-level increment per message:
+ * protocol.Counters is this type, or a pure-Python class of the same
+ * attributes without the extension. */
+typedef struct {
+    PyObject_HEAD
+    long long bytes_in, messages_in, payload_in, queue_high, messages_out, payload_out;
+} Counters;
+
+static PyMemberDef counters_members[] = {
+    {"bytes_in", T_LONGLONG, offsetof(Counters, bytes_in), 0, "wire bytes received"},
+    {"messages_in", T_LONGLONG, offsetof(Counters, messages_in), 0, "messages received"},
+    {"payload_in", T_LONGLONG, offsetof(Counters, payload_in), 0, "application bytes received"},
+    {"queue_high", T_LONGLONG, offsetof(Counters, queue_high), 0, "the most messages the read queue held"},
+    {"messages_out", T_LONGLONG, offsetof(Counters, messages_out), 0, "messages sent"},
+    {"payload_out", T_LONGLONG, offsetof(Counters, payload_out), 0, "application bytes sent"},
+    {NULL},
+};
+
+static PyTypeObject CountersType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gws13._speedups.Counters",
+    .tp_basicsize = sizeof(Counters),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_members = counters_members,
+    .tp_doc = "Counters(): a connection's byte, message and payload counts, all 0.",
+};
+
 /* The common case of a server's input, in one call: consecutive complete,
  * masked, unfragmented text or binary frames of at most 125 payload bytes and
  * within both limits (max_frame_size, max_message_size), starting at `pos`.  Their data (str for text, bytes for
- * binary) are appended to `out`; returns the position of the first byte not
- * consumed.  Anything else (a control frame, a longer or partial frame, text
+ * binary) are appended to `out` and counted in `counts` (the bytes taken,
+ * messages, payload bytes, the most items `out` held); returns the position of
+ * the first byte not consumed.  Anything else (a control frame, a longer or partial frame, text
  * that is not UTF-8) is left for the Python parser, which checks and reports it. */
 static PyObject *
 scan_small(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     /* called once per read: METH_FASTCALL, no format-string parsing */
-    if (nargs != 5 || !PyList_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "scan_small(data, pos, max_frame_size, max_message_size, out: list)");
+    if (nargs != 6 || !PyList_Check(args[4]) || !Py_IS_TYPE(args[5], &CountersType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan_small(data, pos, max_frame_size, max_message_size, out: list, counts: Counters)");
         return NULL;
     }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Counters *counts = (Counters *)args[5];
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]), start = pos;
     Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
     Py_ssize_t message_limit = PyLong_AsSsize_t(args[3]);
     if (PyErr_Occurred())
@@ -252,19 +286,92 @@ scan_small(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(item);
         if (failed)
             goto error;
+        counts->messages_in++;
+        counts->payload_in += len;
         pos += 6 + len;
     }
     PyBuffer_Release(&b);
+    if (pos > start)
+        counts->bytes_in += pos - start;
+    if (PyList_GET_SIZE(out) > counts->queue_high)
+        counts->queue_high = PyList_GET_SIZE(out);
     return PyLong_FromSsize_t(pos);
 error:
     PyBuffer_Release(&b);
     return NULL;
 }
 
+/* A server's usual message out, in one call: an exact str or bytes of at most
+ * 125 bytes becomes its whole unmasked frame, counted in `counts`; text for a
+ * str and binary for bytes unless `binary` (True, False or None) says
+ * otherwise.  Anything else (bytes sent as text: they must be checked) returns
+ * None for the Python encoder, which also raises its errors (a str that is not
+ * encodable, for one). */
+static PyObject *
+frame_small(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !Py_IS_TYPE(args[2], &CountersType)) {
+        PyErr_SetString(PyExc_TypeError, "frame_small(data, binary, counts: Counters)");
+        return NULL;
+    }
+    PyObject *data = args[0], *binary = args[1], *encoded = NULL, *frame;
+    const char *src;
+    Py_ssize_t len;
+    unsigned char opcode;
+    if (PyUnicode_CheckExact(data)) {
+        if (binary != Py_None && binary != Py_True && binary != Py_False)
+            Py_RETURN_NONE;  /* Python decides what else is true */
+        opcode = binary == Py_True ? 0x82 : 0x81;
+        len = PyUnicode_GET_LENGTH(data);
+        if (len > 125)
+            Py_RETURN_NONE;  /* at least one byte per character */
+        if (PyUnicode_IS_ASCII(data))
+            src = (const char *)PyUnicode_1BYTE_DATA(data);
+        else {
+            /* not PyUnicode_AsUTF8AndSize: that keeps a copy on the caller's str */
+            encoded = PyUnicode_AsUTF8String(data);
+            if (encoded == NULL) {
+                PyErr_Clear();
+                Py_RETURN_NONE;
+            }
+            src = PyBytes_AS_STRING(encoded);
+            len = PyBytes_GET_SIZE(encoded);
+            if (len > 125) {
+                Py_DECREF(encoded);
+                Py_RETURN_NONE;
+            }
+        }
+    }
+    else if (PyBytes_CheckExact(data) && binary != Py_False) {
+        opcode = 0x82;
+        src = PyBytes_AS_STRING(data);
+        len = PyBytes_GET_SIZE(data);
+        if (len > 125)
+            Py_RETURN_NONE;
+    }
+    else
+        Py_RETURN_NONE;
+    frame = PyBytes_FromStringAndSize(NULL, 2 + len);
+    if (frame != NULL) {
+        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(frame);
+        o[0] = opcode;
+        o[1] = (unsigned char)len;
+        memcpy(o + 2, src, len);
+        Counters *counts = (Counters *)args[2];
+        counts->messages_out++;
+        counts->payload_out += len;
+    }
+    Py_XDECREF(encoded);
+    return frame;
+}
+
 static PyMethodDef methods[] = {
     {"scan_small", (PyCFunction)(void (*)(void))scan_small, METH_FASTCALL,
-     "scan_small(data, pos, max_frame_size, max_message_size, out) -> pos:\n"
-     "append the data of small whole masked messages to out."},
+     "scan_small(data, pos, max_frame_size, max_message_size, out, counts) -> pos:\n"
+     "append the data of small whole masked messages to out, and count them."},
+    {"frame_small", (PyCFunction)(void (*)(void))frame_small, METH_FASTCALL,
+     "frame_small(data, binary, counts) -> bytes or None: the unmasked frame of a str or bytes\n"
+     "message of at most 125 bytes, counted; None for any other message."},
     {"apply_mask", apply_mask, METH_VARARGS, "apply_mask(data, mask) -> bytes: XOR data with a 4-byte key."},
     {"new_payload", new_payload, METH_O,
      "new_payload(n) -> (bytes, memoryview): n bytes to be filled, and a writable view of them."},
@@ -279,7 +386,16 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "gws13._speedups", NU
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&PayloadType) < 0)
+    if (PyType_Ready(&PayloadType) < 0 || PyType_Ready(&CountersType) < 0)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CountersType);
+    if (PyModule_AddObject(m, "Counters", (PyObject *)&CountersType) < 0) {
+        Py_DECREF(&CountersType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -247,6 +247,14 @@ def _wait_woken(hub: Any, waiters: List[Any], timeout: Optional[float], what: st
             timer.cancel()
 
 
+def _counted(name: str) -> "property":
+    """A WebSocket's view of one of its protocol's counts (0 before it has one)."""
+    def get(ws: "WebSocket") -> int:
+        proto = ws._proto
+        return 0 if proto is None else int(getattr(proto.counts, name))
+    return property(get)
+
+
 class WebSocket:
     """An open WebSocket connection (server or client side).
 
@@ -269,8 +277,7 @@ class WebSocket:
         # streams (issue 15): the message being sent as fragments, the one being received
         "_wstream", "_rstream",
         # metrics (gws13.metrics(), ws.stats): plain counters, see gws13/_metrics.py
-        "_n_min", "_n_mout", "_n_bin", "_n_bout", "_n_pings", "_n_late",
-        "_n_paused", "_n_qhigh", "_n_whigh", "_n_opened", "_n_closer",
+        "_n_bout", "_n_pings", "_n_late", "_n_paused", "_n_whigh", "_n_opened", "_n_closer",
     )
 
     def __init__(self, sock: Optional[socket.socket] = None, *, environ: Optional[Dict[str, Any]] = None,
@@ -329,11 +336,12 @@ class WebSocket:
         self._ctimer: Any = None  # the closing handshake's deadline
         self._wstream: Optional[_SendStream] = None  # a fragmented message being sent
         self._rstream: Any = None  # the _StreamSink of the message being streamed in
-        # metrics (gws13/_metrics.py): messages and wire bytes in and out
-        # (application bytes: the protocol's payload_in/out), pings sent, keepalive pongs late, reads paused,
-        # read-queue and write-buffer high-water marks
-        self._n_min = self._n_mout = self._n_bin = self._n_bout = 0
-        self._n_pings = self._n_late = self._n_paused = self._n_qhigh = self._n_whigh = 0
+        # metrics (gws13/_metrics.py): wire bytes out, pings sent, keepalive
+        # pongs late, reads paused, the write buffer's high-water mark (bytes
+        # and messages in, messages out, application bytes and the read
+        # queue's mark: the protocol's counts)
+        self._n_bout = 0
+        self._n_pings = self._n_late = self._n_paused = self._n_whigh = 0
         self._n_opened = 0.0  # time.monotonic() at _start; 0: not started
         self._n_closer: Optional[str] = None  # who sent the first close frame: "local" / "remote"
 
@@ -455,17 +463,16 @@ class WebSocket:
         and ``latency``.  See :func:`gws13.metrics` for what each counts."""
         return _metrics.connection_figures(self)
 
-    # the application bytes are counted by the protocol, which already knows
-    # each message's size (per read in C, with no per-message work here)
-    @property
-    def _n_ain(self) -> int:
-        proto = self._proto
-        return 0 if proto is None else proto.payload_in
-
-    @property
-    def _n_aout(self) -> int:
-        proto = self._proto
-        return 0 if proto is None else proto.payload_out
+    # bytes and messages in, messages out and their application bytes are
+    # counted by the protocol, which already knows each message's size: in C
+    # on the usual paths (its scanner and small-frame encoder), with no
+    # per-message work here
+    _n_bin = _counted("bytes_in")
+    _n_min = _counted("messages_in")
+    _n_mout = _counted("messages_out")
+    _n_ain = _counted("payload_in")
+    _n_aout = _counted("payload_out")
+    _n_qhigh = _counted("queue_high")
 
     def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
         """Next message: ``str`` (text) or ``bytes`` (binary).  Returns ``None``
@@ -556,9 +563,8 @@ class WebSocket:
         except TypeError:
             if not _is_stream(data):
                 raise
-            self._send_stream(data, binary, compress)  # counted there (metrics)
+            self._send_stream(data, binary, compress)
             return
-        self._n_mout += 1  # metrics
         raw = self._raw
         if raw is None:
             self._enqueue(pieces, True)
@@ -757,16 +763,9 @@ class WebSocket:
         proto: Protocol = self._proto  # type: ignore[assignment]  # accepted: set by _start
         self._last_seen = self._loop.now()
         queue = self._queue
-        # messages go straight onto the queue; the events are control frames
-        before = len(queue)
+        # messages go straight onto the queue (they and the bytes are counted
+        # by the protocol); the events are control frames
         events = proto.receive_data(data, queue)
-        # metrics, per read: wire bytes, and the messages this read completed
-        self._n_bin += len(data)
-        n = len(queue)
-        if n != before:
-            self._n_min += n - before  # (their bytes are counted by the protocol)
-            if n > self._n_qhigh:
-                self._n_qhigh = n
         event: Any  # dispatched on its class below
         for event in events:
             cls = event.__class__
@@ -1296,7 +1295,7 @@ class WebSocket:
                         raise InvalidData("text stream is not valid UTF-8") from None
                 if not len(payload):
                     continue
-                proto.payload_out += len(payload)  # metrics (as send_message: bytes, before compression)
+                proto.counts.payload_out += len(payload)  # metrics (as send_message: bytes, before compression)
                 if deflate is not None:
                     payload = deflate.compress_part(payload)
                 if not stream.sent:
@@ -1315,12 +1314,11 @@ class WebSocket:
                 # nothing (or only empty chunks): one empty message of the stream's kind
                 self._wstream = None
                 self._stream_write(proto.send_message("" if text or text is None else b"",
-                                                      None, compress))
-                self._n_mout += 1  # metrics
+                                                      None, compress))  # (counted there)
             else:
                 self._stream_write(proto.send_fragment(OP_CONT, deflate.compress_end()
                                                        if deflate is not None else b"", True))
-                self._n_mout += 1  # metrics: a streamed message counts once it has ended
+                proto.counts.messages_out += 1  # metrics: a streamed message counts once it has ended
         except BaseException as exc:
             if stream.sent and not self._dropped and not proto.close_sent:
                 # the message cannot be finished: end the connection, never send another
@@ -1647,7 +1645,6 @@ class _StreamSink:
     # the protocol's sink (runs where the input is parsed, usually the hub)
     def start(self, text: bool) -> None:
         self.text = text
-        self._ws._n_min += 1  # metrics: a streamed message counts when it begins
         if self._state == _S_WAITING:
             self._state = _S_OPEN
 

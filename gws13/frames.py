@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from .exceptions import InvalidData, ProtocolError
 
@@ -58,18 +58,35 @@ def _py_apply_mask(data: Union[bytes, bytearray, memoryview], mask: bytes) -> by
     return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
 
 
+class _PyCounters:
+    """A connection's byte, message and payload counts (the C extension's
+    ``Counters``, which its scanner and encoder add to directly)."""
+
+    __slots__ = ("bytes_in", "messages_in", "payload_in", "queue_high", "messages_out", "payload_out")
+
+    def __init__(self) -> None:
+        self.bytes_in = self.messages_in = self.payload_in = self.queue_high = 0
+        self.messages_out = self.payload_out = 0
+
+
 # None without the C extension (types in _speedups.pyi)
 new_payload: Optional[Callable[[int], Tuple[bytes, memoryview]]]
-scan_small: Optional[Callable[[Union[bytes, bytearray, memoryview], int, int, int, List[Union[str, bytes]]], int]]
+# (counts: a Counters of the extension's own type)
+scan_small: Optional[Callable[[Union[bytes, bytearray, memoryview], int, int, int, List[Union[str, bytes]],
+                               Any], int]]
+frame_small: Optional[Callable[[object, Optional[bool], Any], Optional[bytes]]]
 unmask_into: Optional[Callable[[memoryview, int, Union[bytes, memoryview], Optional[bytes]], None]]
 try:
+    from ._speedups import Counters as Counters
     from ._speedups import apply_mask as apply_mask
+    from ._speedups import frame_small as frame_small
     from ._speedups import new_payload as new_payload, scan_small as scan_small, unmask_into as unmask_into
 except ImportError:  # no compiler at install time: the pure-Python path is correct, just slower
     apply_mask = _py_apply_mask  # type: ignore[assignment]  # same behaviour; the C signature takes any buffer
+    Counters = _PyCounters  # type: ignore[misc, assignment]  # the same attributes
     # without the extension large payloads are collected in chunks and joined,
-    # and small frames are parsed by the protocol's own loop
-    new_payload = scan_small = unmask_into = None
+    # and small frames are parsed and encoded by the protocol's own code
+    new_payload = scan_small = frame_small = unmask_into = None
 
 
 def _valid_codes() -> frozenset[int]:

@@ -91,7 +91,9 @@ class _Item:
         switch: a compression context must see frames in wire order)."""
         proto: Protocol = ws._proto  # type: ignore[assignment]  # a member is an accepted WebSocket
         if proto.deflate is None:
-            proto.payload_out += len(self.payload)  # (send_message counts the other case)
+            counts = proto.counts  # the connection's metrics (send_message counts the other case)
+            counts.messages_out += 1
+            counts.payload_out += len(self.payload)
             return self.frame
         return b"".join(proto.send_message(self.payload, self.binary))
 
@@ -357,7 +359,6 @@ class Hub:
                 return
             # encoded and buffered with no switch in between: compressed frames
             # keep the order of the connection's compression context
-            ws._n_mout += 1  # the connection's metrics (gws13.metrics)
             raw = ws._raw
             if raw is not None and not ws._wbuf:
                 # the usual case in a broadcast: straight to the kernel, as send() does
@@ -397,6 +398,8 @@ class Hub:
         ``write_limit`` (runs where the writer runs, in the member's hub)."""
         ws = member.ws
         queue = member.queue
+        if ws.closed:
+            return  # (nothing is encoded, so nothing is counted as sent)
         pieces = []
         size = ws._wsize
         limit = ws._wlimit
@@ -410,9 +413,8 @@ class Hub:
             if drain and member.refill in drain:
                 drain.remove(member.refill)
             member.refill = None
-        if pieces and not ws.closed:
+        if pieces:
             self._delivered += len(pieces)
-            ws._n_mout += len(pieces)  # the connection's metrics (gws13.metrics)
             ws._enqueue(pieces)
 
     # -- the "close" policy ----------------------------------------------------

@@ -18,8 +18,9 @@ from typing import Any, Callable, List, NoReturn, Optional, Tuple, Union
 
 from .exceptions import (ConnectionClosed, InvalidData, MessageTooLarge, ProtocolError,
                          ReservedBitsNotSupported, WebSocketError)
-from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, apply_mask,
-                     encode_close, encode_header, new_payload, parse_close, scan_small, unmask_into)
+from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Counters, apply_mask,
+                     encode_close, encode_header, frame_small, new_payload, parse_close, scan_small,
+                     unmask_into)
 
 __all__ = ["State", "Message", "Ping", "Pong", "Close", "Event", "Protocol"]
 
@@ -169,7 +170,7 @@ class Protocol:
     __slots__ = ("client", "max_frame_size", "max_message_size", "deflate", "close_sent",
                  "close_received", "eof", "close_code", "close_reason", "failure", "_buf", "_op",
                  "_compressed", "_parts", "_size", "_decoder", "_frame", "_frames", "_wire",
-                 "_inflated", "_sink", "_limits", "hold_oversized", "payload_in", "payload_out")
+                 "_inflated", "_sink", "_limits", "hold_oversized", "counts")
 
     def __init__(self, *, client: bool = False, max_frame_size: int = 2 ** 20,
                  max_message_size: int = 2 ** 20, deflate: Any = None) -> None:
@@ -199,9 +200,12 @@ class Protocol:
         # place (C extension), payload is the message's bytes being filled and
         # view a writable memoryview of them, else both are None
         self._frame: Optional[List[Any]] = None
-        #: application bytes of the complete messages received and sent (UTF-8
-        #: for text; decompressed), for the metrics
-        self.payload_in = self.payload_out = 0
+        #: the bytes given to receive_data, the messages received and sent,
+        #: their application bytes (UTF-8 for text; decompressed) and the most
+        #: messages a ``receive_data`` list held, for the metrics: a
+        #: :class:`~gws13.frames.Counters` that the C scanner and encoder add
+        #: to directly
+        self.counts = Counters()
         # streaming receive (stream_next): where the next message's pieces go,
         # and the limits it replaced for that message
         self._sink: Any = None
@@ -230,20 +234,35 @@ class Protocol:
         the control frames only.  That is the connection layer's fast path."""
         events: List[Event] = []
         if self.failure is not None or self.close_received or self.eof:
+            self.counts.bytes_in += len(data)  # (read, though ignored)
             return events
+        pos = 0
+        if (messages is not None and not self._buf and self._frame is None and self._op is None
+                and scan_small is not None and not self.client and self._sink is None):
+            # small whole messages, all in C (counted there); whatever it stops at is checked below
+            pos = scan_small(data, 0, self.max_frame_size, self.max_message_size, messages, self.counts)
+            if pos == len(data):
+                return events
+        # the rest is counted here, per read: its bytes, the messages it completed
+        counts = self.counts
+        counts.bytes_in += len(data) - pos
+        if messages is None:
+            self._receive(data, pos, messages, events)
+            counts.messages_in += sum(event.__class__ is Message for event in events)
+        else:
+            before = len(messages)
+            self._receive(data, pos, messages, events)
+            n = len(messages)
+            counts.messages_in += n - before
+            if n > counts.queue_high:
+                counts.queue_high = n
+        return events
+
+    def _receive(self, data: Union[bytes, bytearray, memoryview], pos: int,
+                 messages: Optional[List[Union[str, bytes]]], events: List[Event]) -> List[Event]:
         if self._sink is not None:
             return self._receive_streaming(data, messages, events)
         buf = self._buf
-        pos = 0
-        if (messages is not None and not buf and self._frame is None and self._op is None
-                and scan_small is not None and not self.client):
-            # small whole messages, all in C; whatever it stops at is checked below
-            before = len(messages)
-            pos = scan_small(data, 0, self.max_frame_size, self.max_message_size, messages)
-            # every frame it took has a 6-byte header: no per-message count needed
-            self.payload_in += pos - 6 * (len(messages) - before)
-            if pos == len(data):
-                return events
         if messages is None:
             emit = lambda item: events.append(Message(item))  # noqa: E731
         else:
@@ -270,7 +289,7 @@ class Protocol:
         finally:
             mv.release()
         if self.close_received:
-            buf.clear()  # type: ignore[unreachable]  # _parse sets it: mypy keeps the narrowing above
+            buf.clear()
         else:
             del buf[:pos]
         return events
@@ -317,7 +336,7 @@ class Protocol:
                 end = pos + 6 + length
                 if end <= n:
                     emit(_whole(b0 == 0x81, apply_mask(mv[pos + 6:end], mv[pos + 2:pos + 6])))
-                    self.payload_in += length
+                    self.counts.payload_in += length
                     pos = end
                     continue
                 if b0 == 0x82:
@@ -435,6 +454,7 @@ class Protocol:
         self._inflated = 0
         self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
         if self._sink is not None:
+            self.counts.messages_in += 1  # (counted when it begins: none of it is queued)
             self._sink.start(opcode == OP_TEXT)
 
     def _on_data(self, opcode: int, b0: int, payload: bytes, emit: Callable[[Any], Any]) -> None:
@@ -442,7 +462,7 @@ class Protocol:
             rsv = b0 & 0x70
             if b0 & 0x80 and not rsv:
                 emit(_whole(opcode == OP_TEXT, payload))  # a whole message in one frame
-                self.payload_in += len(payload)
+                self.counts.payload_in += len(payload)
                 return
             if b0 & 0x80 and self._sink is None:
                 # a whole compressed message (rsv is RSV1: _check_header let it through)
@@ -472,7 +492,7 @@ class Protocol:
             else:
                 self._frame = None
                 emit(payload)
-                self.payload_in += len(payload)
+                self.counts.payload_in += len(payload)
             return pos + take
         if mask:
             k = offset & 3
@@ -507,7 +527,7 @@ class Protocol:
         if len(out) > room:
             self._too_large(_utf8_decoder() if text else None, out, room, frame_room < message_room)
         emit(_whole(text, out))
-        self.payload_in += len(out)
+        self.counts.payload_in += len(out)
 
     def _too_large(self, decoder: Any, out: bytes, room: int, frame_limit: bool) -> NoReturn:
         """Refuse inflated data past a limit.  The allowed part (``room``
@@ -585,7 +605,7 @@ class Protocol:
         else:
             # bytes, also from a bytearray piece; a single bytes piece is not copied
             data = b"".join(self._parts)
-        self.payload_in += self._size
+        self.counts.payload_in += self._size
         self._op = None
         self._compressed = False
         self._parts = []
@@ -692,6 +712,7 @@ class Protocol:
                 normal(item)  # type: ignore[no-untyped-call]
                 return
             # a whole message in one frame while streaming: one piece
+            self.counts.messages_in += 1
             sink.start(item.__class__ is str)
             if item:
                 sink.piece(item)
@@ -755,6 +776,10 @@ class Protocol:
         Raises ConnectionClosed after a close frame was sent."""
         if self.close_sent or self.eof:
             raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        if self.deflate is None and frame_small is not None and not self.client:
+            frame = frame_small(data, binary, self.counts)  # a small str or bytes, counted
+            if frame is not None:
+                return [frame]
         cls = data.__class__
         if cls is str:
             payload = data.encode("utf-8")  # type: ignore[union-attr]  # cls is str
@@ -769,7 +794,9 @@ class Protocol:
                     raise InvalidData("text payload is not valid UTF-8") from None
         else:
             raise TypeError(f"cannot send {type(data).__name__}: use str or bytes")
-        self.payload_out += len(payload)
+        counts = self.counts
+        counts.messages_out += 1
+        counts.payload_out += len(payload)
         rsv1 = False
         deflate = self.deflate
         if deflate is not None and compress is not False and (compress or len(payload) >= deflate.min_size):

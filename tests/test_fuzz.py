@@ -55,7 +55,7 @@ import gws13.frames as frames_module  # noqa: E402
 import gws13.protocol as protocol_module  # noqa: E402
 from gws13 import handshake  # noqa: E402
 from gws13.deflate import Deflate, PerMessageDeflate, client_accept, server_negotiate  # noqa: E402
-from gws13.exceptions import HandshakeError, InvalidHandshake, WebSocketError  # noqa: E402
+from gws13.exceptions import HandshakeError, InvalidData, InvalidHandshake, WebSocketError  # noqa: E402
 from gws13.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, _py_apply_mask  # noqa: E402
 from gws13.protocol import Close, Message, Ping, Pong, Protocol  # noqa: E402
 
@@ -71,9 +71,9 @@ FUZZ = settings(settings.get_profile(_PROFILE))
 
 # -- implementations ----------------------------------------------------------------
 
-_C_NAMES = ("apply_mask", "scan_small", "new_payload", "unmask_into")
+_C_NAMES = ("apply_mask", "scan_small", "frame_small", "new_payload", "unmask_into")
 _C_FUNCTIONS = {name: getattr(protocol_module, name) for name in _C_NAMES}
-_PY_FUNCTIONS = {"apply_mask": _py_apply_mask, "scan_small": None, "new_payload": None,
+_PY_FUNCTIONS = {"apply_mask": _py_apply_mask, "scan_small": None, "frame_small": None, "new_payload": None,
                  "unmask_into": None}
 #: "c" is whatever gws13.frames chose (the C extension when it is built)
 IMPLEMENTATIONS = {"c": _C_FUNCTIONS, "py": _PY_FUNCTIONS}
@@ -374,6 +374,9 @@ def run(data: bytes, *, client: bool, deflate: Any, limits: dict, impl: str, api
         "failure": None if failure is None else (type(failure).__name__, failure.code),
         "reason": None if failure is None else failure.reason,
         "close": (p.close_received, p.close_code if done else None),
+        # the metrics' counts (in C on the fast path)
+        "counts": (p.counts.messages_in, p.counts.payload_in),
+        "bytes_in": p.counts.bytes_in, "fed": len(data) + (len(late) if done else 0),
     }
 
 
@@ -417,6 +420,9 @@ def check_everywhere(data: bytes, *, client: bool, offer: Optional[str], limits:
         assert r["controls"] == same_split["controls"], key
         assert r["failure"] == same_split["failure"], (key, r["failure"], same_split["failure"])
         assert r["close"] == same_split["close"], key
+        assert r["counts"] == same_split["counts"], (key, r["counts"], same_split["counts"])
+        assert r["counts"][0] == len(r["messages"]), key
+        assert r["bytes_in"] == r["fed"], (key, r["bytes_in"], r["fed"])
         if r["events"] is not None and key[1] != "c":
             assert r["events"] == runs[key[0], "c", "events"]["events"], key
         # any split: the same, but for the documented leeway
@@ -549,6 +555,40 @@ def test_a_protocol_decodes_what_a_protocol_sends(data, offer, sizes):
         close = first["controls"][-1]
         truncated = reason.encode()[:123].decode("utf-8", "ignore")
         assert close[:3] == ("close", code if code is not None else 1005, truncated if code else "")
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.text(max_size=140), st.binary(max_size=140),
+                          st.binary(max_size=140).map(bytearray), st.binary(max_size=140).map(memoryview)),
+                max_size=6),
+       st.sampled_from([None, True, False, 0, 1]))
+def test_both_encoders_write_and_count_the_same_frames(messages, binary):
+    """A server's small messages are framed in C (frame_small); the Python
+    encoder must give the same bytes, the same errors and the same counts."""
+    out = {}
+    for impl in IMPLEMENTATIONS:
+        p = Protocol()
+        wire: list = []
+        with implementation(impl):
+            for m in messages:
+                try:
+                    wire.append(b"".join(p.send_message(m, binary)))
+                except (InvalidData, UnicodeEncodeError) as exc:
+                    wire.append(type(exc).__name__)
+        sent = [m for m, w in zip(messages, wire) if type(w) is bytes]
+        assert p.counts.messages_out == len(sent)
+        assert p.counts.payload_out == sum(len(m.encode("utf-8") if type(m) is str else m) for m in sent)
+        out[impl] = wire, p.counts.messages_out, p.counts.payload_out
+    assert out["c"] == out["py"]
+
+
+def test_a_str_that_cannot_be_encoded_raises_as_before():
+    # a lone surrogate: the C encoder hands it back to Python, which raises
+    for impl in IMPLEMENTATIONS:
+        p = Protocol()
+        with implementation(impl), pytest.raises(UnicodeEncodeError):
+            p.send_message("\ud800")
+        assert p.counts.messages_out == 0
 
 
 # -- regressions found by (or written for) the properties above ---------------------------

@@ -45,8 +45,10 @@ def test_metrics_is_a_plain_dict_with_the_documented_keys():
 @pytest.mark.parametrize("path", ["C", "pure-python"])
 def test_figures_move_as_clients_connect_talk_and_close(serve, monkeypatch, path):
     if path == "pure-python":
-        # the C small-frame scanner off: messages are parsed by protocol.py's own loop
+        # the C small-frame scanner and encoder off: messages are parsed and
+        # framed (and counted) by protocol.py's own code
         monkeypatch.setattr(gws13.protocol, "scan_small", None)
+        monkeypatch.setattr(gws13.protocol, "frame_small", None)
     elif gws13.protocol.scan_small is None:
         pytest.skip("the C accelerator is not built")
     server = serve(gws13.websocket_app(echo))
