@@ -59,6 +59,18 @@ J_CMD = {"gws13-handler": None, "gws13-with_websocket": None,  # examples/echo.p
          "picows": None, "gevent-websocket": None}  # None: the server's usual command
 J_MUST_COMPRESS = {"gws13-handler", "gws13-with_websocket", "websockets"}
 WORKLOADS += ["J"]
+# T (issue 16): the echo over TLS (wss://), the client's -L mode, a self-signed ECDSA P-256
+# certificate made here (TLS_CERT/TLS_KEY); only servers with a TLS command take part.
+T_WL = {"TA": (1, 1, 32, True, "T(a) wss ping-pong: 1 connection, 1 message in flight, 32 B text"),
+        "TB": (1, 8, 65536, False, "T(b) wss: 1 connection, 8 in flight, 64 KiB binary")}
+TLS_CERT, TLS_KEY = LOGS / "tls-cert.pem", LOGS / "tls-key.pem"
+T_TLS = f"--certfile {TLS_CERT} --keyfile {TLS_KEY}"
+T_CMD = {"gws13-handler": f"{{py}} {{repo}}/examples/echo.py --port {{port}} --mode handler {T_TLS}",
+         "gws13-with_websocket": f"{{py}} {{repo}}/examples/echo.py --port {{port}} --mode with_websocket {T_TLS}",
+         "websockets": f"{{py}} servers/websockets_echo.py --port {{port}} {T_TLS}",
+         "picows": f"{{py}} servers/picows_echo.py --port {{port}} {T_TLS}"}
+T_REFS = ("websockets", "picows")  # the T ratio columns
+WORKLOADS += list(T_WL)
 
 
 def gws13(mode):
@@ -130,7 +142,7 @@ def setup(no_setup):
     for binary in (CLIENT, C_FLOOR):
         src = binary.with_suffix(".c")
         if not binary.exists() or binary.stat().st_mtime < src.stat().st_mtime:
-            libs = ["-lz"] if binary == CLIENT else []  # the client's -z mode
+            libs = ["-lz", "-lssl", "-lcrypto"] if binary == CLIENT else []  # the client's -z and -L modes
             subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(src), *libs], check=True)
     r = sh([PY, "-c", "import websockets.frames as f, websockets.speedups as s; assert f.apply_mask is s.apply_mask"])
     if r.returncode:
@@ -468,6 +480,69 @@ def run_deflate(spec, cfg):
         srv.stop()
 
 
+def tls_files():
+    """The T servers' certificate and key (self-signed, made once with the openssl command)."""
+    if not (TLS_CERT.exists() and TLS_KEY.exists()):
+        LOGS.mkdir(exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "3650", "-subj", "/CN=127.0.0.1", "-keyout", TLS_KEY, "-out", TLS_CERT],
+                       check=True, capture_output=True)
+
+
+def run_tls(spec, wid, cfg):
+    """One T workload on a fresh TLS server."""
+    srv = Server(spec["name"] + "." + wid, T_CMD[spec["name"]])
+    try:
+        return run_echo(srv, spec, wid, cfg, wl=T_WL[wid], extra=["-L"])
+    finally:
+        srv.stop()
+
+
+def run_t(order, rep, cfg, wls, record, measure, gws13_check):
+    """One repeat of T: each T workload on every selected server that has a TLS command."""
+    for wid in [w for w in T_WL if w in wls]:
+        for name in order:
+            spec = BY_NAME[name]
+            why = gws13_check(spec, wid)
+            if name not in T_CMD:
+                record(name, wid, rep, dict(ok=False, status="n/a"))
+            elif why:
+                record(name, wid, rep, dict(ok=False, status="missing", why=why))
+            else:
+                try:
+                    record(name, wid, rep, measure(lambda: run_tls(spec, wid, cfg)))
+                except RuntimeError as e:
+                    record(name, wid, rep, dict(ok=False, why=str(e)))
+
+
+def t_detail(S, runs, names):
+    """The T section of the report: throughput, CPU per message, ratios within each repeat."""
+    L = ["## T detail: TLS (wss://)\n",
+         "The echo over TLS: the C client (OpenSSL, read-ahead on) against each server's own TLS, a "
+         "self-signed ECDSA P-256 certificate, TLS 1.3 as negotiated. T(a): 1 connection, 1 message of 32 B "
+         "text in flight; T(b): 1 connection, 8 binary messages of 64 KiB in flight. Ratios are medians of "
+         "the per-repeat ratios.\n"]
+    rows = []
+    for n in names:
+        row = [n]
+        for wid, key in (("TA", "msg_per_s"), ("TB", "mb_per_s")):
+            e = S.get(n, {}).get(wid)
+            if not e or e["status"]:
+                row += [cell(S, n, wid, "")] + [""] * 4
+                continue
+            per = (e["server_cpu"] / e["msg_per_s"] * 1e6 if e.get("server_cpu") and e.get("msg_per_s")
+                   else None)
+            row += [cell(S, n, wid, key, 1 if key == "mb_per_s" else 0), fnum(per, 1),
+                    fnum((e.get("client_cpu") or 0) * 100)]
+            row += [ratio_cell(*per_repeat(runs, wid, key, n, ref)) for ref in T_REFS]
+        if any(row[1:]):
+            rows.append(row)
+    L += table(["server", "T(a) msg/s", "T(a) server µs/msg", "T(a) client CPU %", "T(a) ÷ websockets",
+                "T(a) ÷ picows", "T(b) MB/s", "T(b) server µs/msg", "T(b) client CPU %", "T(b) ÷ websockets",
+                "T(b) ÷ picows"], rows)
+    return L + [""]
+
+
 def run_j(order, rep, cfg, record, measure, gws13_check):
     """One repeat of J: every selected server that takes part, back to back (same-run ratios)."""
     for name in order:
@@ -560,6 +635,7 @@ COLUMNS = [("A msg/s", "A", "msg_per_s", 0, 1, True), ("A p50 µs", "A", "p50_us
            ("E last ms", "E", "last_p50_us", 2, 1e-3, False), ("H conn/s", "H", "conn_per_s", 0, 1, True),
            ("H p99 ms", "H", "p99_us", 1, 1e-3, False)]
 COLUMNS += [("J msg/s", "J", "msg_per_s", 0, 1, True), ("J wire B/msg", "J", "wire_per_msg", 0, 1, False)]
+COLUMNS += [("T(a) msg/s", "TA", "msg_per_s", 0, 1, True), ("T(b) MB/s", "TB", "mb_per_s", 1, 1, True)]
 
 
 def cell(S, name, wid, key, nd=0, scale=1):
@@ -782,6 +858,9 @@ def report(meta, runs, names, wls):
 
     if "J" in wls:
         L += j_detail(S, runs, names)
+
+    if any(w in wls for w in T_WL):
+        L += t_detail(S, runs, names)
     # ---- failures
     L += ["## Failures\n"]
     seen = []
@@ -871,6 +950,8 @@ def main():
         print("E   broadcast fan-out to 1,000 clients: time until the last one has it")
         print("H   reconnect storm: connect, upgrade, one 32 B echo, close; conn/s and p99 connect -> echo")
         print(f"J   {J_WL[4]}")
+        for w, wl in T_WL.items():
+            print(f"{w:<3} {wl[4]}")
         return
     if a.report_only:
         data = json.loads(Path(a.out).with_suffix(".json").read_text())
@@ -888,6 +969,8 @@ def main():
         log(f"open-files hard limit is {hard}: D reduced from {a.d_conns} to {hard - 200} connections")
         a.d_conns = hard - 200
     missing = gws13_status()
+    if any(w in wls for w in T_WL):
+        tls_files()
 
     def gws13_check(spec, what):
         if spec["kind"] != "gws13":
@@ -984,6 +1067,8 @@ def main():
             run_cell(name, "H", rep, lambda: run_storm(BY_NAME[name], a))
         if "J" in wls:
             run_j(order, rep, a, record, measure, gws13_check)
+        if any(w in wls for w in T_WL):
+            run_t(order, rep, a, wls, record, measure, gws13_check)
         for name in order:
             spec = BY_NAME[name]
             if "D" in wls:

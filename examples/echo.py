@@ -2,10 +2,12 @@
 and the benchmark target.
 
     python examples/echo.py --port 9001 [--mode handler|with_websocket] [--backlog N] [--deflate SETTINGS]
+                            [--certfile cert.pem --keyfile key.pem]
 
 permessage-deflate is on with gws13's defaults; ``--deflate off`` turns it off and
 ``--deflate level=1,server_max_window_bits=15`` sets :class:`gws13.Deflate` keywords
-(how benchmarks/deflate_sweep.py compares settings).
+(how benchmarks/deflate_sweep.py compares settings).  With ``--certfile``/``--keyfile`` it
+serves ``wss://`` through :class:`gws13.server.WebSocketServer`.
 """
 
 import argparse
@@ -13,6 +15,7 @@ import argparse
 from gevent import pywsgi
 
 import gws13
+from gws13.server import WebSocketServer
 
 LIMIT = 16 * 2 ** 20  # Autobahn's 9.* cases send messages of up to 16 MiB
 
@@ -60,14 +63,21 @@ def main(argv=None):
     # storm): the kernel then drops SYNs and the client retries after a second
     parser.add_argument("--backlog", type=int, default=None, help="listen backlog (default: gevent's)")
     parser.add_argument("--deflate", type=deflate_setting, default=gws13.Deflate(), metavar="SETTINGS")
+    parser.add_argument("--certfile", help="serve TLS with this certificate (and --keyfile)")
+    parser.add_argument("--keyfile")
     args = parser.parse_args(argv)
     gws13.parameters.compression = args.deflate
     gws13.parameters.max_message_size = LIMIT
     gws13.parameters.max_frame_size = LIMIT
     app = handler_app if args.mode == "handler" else egg_app
-    server = pywsgi.WSGIServer((args.host, args.port), app, handler_class=gws13.WebSocketHandler,
-                               log=None, backlog=args.backlog)
-    print(f"gws13 echo ({args.mode}) on ws://{args.host}:{args.port}/", flush=True)
+    if args.certfile:
+        server = WebSocketServer((args.host, args.port), app, log=None, backlog=args.backlog,
+                                 certfile=args.certfile, keyfile=args.keyfile)
+    else:
+        server = pywsgi.WSGIServer((args.host, args.port), app, handler_class=gws13.WebSocketHandler,
+                                   log=None, backlog=args.backlog)
+    scheme = "wss" if args.certfile else "ws"
+    print(f"gws13 echo ({args.mode}) on {scheme}://{args.host}:{args.port}/", flush=True)
     server.serve_forever()
 
 

@@ -30,7 +30,11 @@
  * server that does not negotiate gets the same messages uncompressed.  Wire bytes received per
  * message (frame headers included) are reported in every mode.
  *
- * Build: gcc -O2 -o wsload wsload.c -lz
+ * -L (echo, idle): over TLS (wss://), with OpenSSL: the certificate is not verified (a
+ * benchmark's self-signed one), TLS 1.2 or 1.3 as the server prefers; read-ahead is on, so one
+ * recv() can bring several records, and every readable wake-up reads until OpenSSL wants more.
+ *
+ * Build: gcc -O2 -o wsload wsload.c -lz -lssl -lcrypto
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -48,8 +52,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
-enum { CONNECTING, HANDSHAKE, OPEN, DEAD };
+enum { CONNECTING, TLS_HS, HANDSHAKE, OPEN, DEAD };
 enum { M_ECHO, M_IDLE, M_FANOUT, M_STORM };
 
 /* -z: the masked frames of the message sequence for one negotiated client window.  Message k goes
@@ -93,6 +99,7 @@ typedef struct {
     int pmd, srv_nct, msg_z;
     struct zset *zs; /* the frames it sends */
     z_stream zi;
+    SSL *ssl; /* -L */
 } conn_t;
 
 static const char *host = "127.0.0.1", *path = "/";
@@ -119,6 +126,7 @@ static struct zset zsets[4], plainset;
 static int n_zsets;
 static char ext_answer[200];
 static int measuring;
+static SSL_CTX *tls_ctx; /* -L */
 /* fanout: current broadcast payload */
 static uint8_t bc[400];
 static size_t bc_len;
@@ -168,7 +176,31 @@ static void kill_conn(conn_t *c, const char *why) {
     c->state = DEAD;
     n_dead++;
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) { SSL_free(c->ssl); c->ssl = NULL; }
     close(c->fd);
+}
+
+/* send()/recv() on the connection, through TLS with -L: the same return values and errno
+ * (EAGAIN while OpenSSL waits for the socket, whichever direction it waits for) */
+static ssize_t io_send(conn_t *c, const void *buf, size_t len) {
+    if (!c->ssl) return send(c->fd, buf, len, MSG_NOSIGNAL);
+    int r = SSL_write(c->ssl, buf, len > (1u << 30) ? 1 << 30 : (int)len);
+    if (r > 0) return r;
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+    return -1;
+}
+
+static ssize_t io_recv(conn_t *c, void *buf, size_t len) {
+    if (!c->ssl) return recv(c->fd, buf, len, 0);
+    int r = SSL_read(c->ssl, buf, len > (1u << 30) ? 1 << 30 : (int)len);
+    if (r > 0) return r;
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : ECONNRESET;
+    return -1;
 }
 
 static void want_out(conn_t *c, int on) {
@@ -219,7 +251,7 @@ static void queue_x(conn_t *c, int op, const uint8_t *pl, size_t n) {
 
 static void flush(conn_t *c) {
     while (zmode && c->ob_off < c->ob_len) {
-        ssize_t w = send(c->fd, c->ob + c->ob_off, c->ob_len - c->ob_off, MSG_NOSIGNAL);
+        ssize_t w = io_send(c, c->ob + c->ob_off, c->ob_len - c->ob_off);
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) { want_out(c, 1); return; }
@@ -238,7 +270,7 @@ static void flush(conn_t *c) {
             buf = stream + off;
             len = c->out_pending < avail ? c->out_pending : avail;
         } else break;
-        ssize_t w = send(c->fd, buf, len, MSG_NOSIGNAL);
+        ssize_t w = io_send(c, buf, len);
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) { want_out(c, 1); return; }
@@ -499,19 +531,49 @@ static void set_open(conn_t *c) {
     want_out(c, 0);
 }
 
+static void send_request(conn_t *c);
+
+/* -L: one step of the TLS handshake; then the upgrade request (or, with -r, data) */
+static void tls_step(conn_t *c) {
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        if (raw) { set_open(c); return; }
+        c->state = HANDSHAKE;
+        send_request(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ) want_out(c, 0);
+    else if (e == SSL_ERROR_WANT_WRITE) want_out(c, 1);
+    else kill_conn(c, "TLS handshake failed");
+}
+
 static void on_writable(conn_t *c) {
     if (c->state == OPEN) { flush(c); return; }
+    if (c->state == TLS_HS) { tls_step(c); return; }
     if (c->state == CONNECTING) {
         int err = 0;
         socklen_t l = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err) { kill_conn(c, connect_err(err)); return; }
+        if (tls_ctx) {
+            if (!(c->ssl = SSL_new(tls_ctx)) || !SSL_set_fd(c->ssl, c->fd)) { kill_conn(c, "SSL_new"); return; }
+            SSL_set_connect_state(c->ssl);
+            c->state = TLS_HS;
+            tls_step(c);
+            return;
+        }
         if (raw) { set_open(c); return; }
         c->state = HANDSHAKE;
     }
+    send_request(c);
+}
+
+static void send_request(conn_t *c) {
     while (c->hs_sent < req_len) {
-        ssize_t w = send(c->fd, req + c->hs_sent, req_len - c->hs_sent, MSG_NOSIGNAL);
-        if (w < 0) { if (errno != EAGAIN) kill_conn(c, "send handshake"); return; }
+        ssize_t w = io_send(c, req + c->hs_sent, req_len - c->hs_sent);
+        if (w < 0) { if (errno == EAGAIN) want_out(c, 1); else kill_conn(c, "send handshake"); return; }
         c->hs_sent += w;
     }
     want_out(c, 0);
@@ -568,41 +630,43 @@ static int negotiate(conn_t *c) {
     return inflateInit2(&c->zi, -15) == Z_OK;
 }
 
-static void on_readable(conn_t *c, uint64_t t) {
+/* one read; returns 1 if it took data (over TLS more may be buffered already) */
+static int readable_once(conn_t *c, uint64_t t) {
+    if (c->state == TLS_HS) { tls_step(c); return 0; }
     if (c->state == HANDSHAKE) {
-        ssize_t r = recv(c->fd, c->hs + c->hs_len, sizeof c->hs - 1 - c->hs_len, 0);
+        ssize_t r = io_recv(c, c->hs + c->hs_len, sizeof c->hs - 1 - c->hs_len);
         if (r <= 0) {
             if (r == 0 || errno != EAGAIN)
                 kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "handshake recv" : "handshake EOF");
-            return;
+            return 0;
         }
         c->hs_len += r;
         c->hs[c->hs_len] = 0;
         char *e = strstr(c->hs, "\r\n\r\n");
-        if (!e) { if (c->hs_len >= (int)sizeof c->hs - 1) kill_conn(c, "handshake too long"); return; }
-        if (strncmp(c->hs, "HTTP/1.1 101", 12)) { kill_conn(c, "handshake not 101"); return; }
-        if (!accept_ok(c->hs, e)) { kill_conn(c, "handshake: wrong Sec-WebSocket-Accept"); return; }
+        if (!e) { if (c->hs_len >= (int)sizeof c->hs - 1) kill_conn(c, "handshake too long"); return 1; }
+        if (strncmp(c->hs, "HTTP/1.1 101", 12)) { kill_conn(c, "handshake not 101"); return 0; }
+        if (!accept_ok(c->hs, e)) { kill_conn(c, "handshake: wrong Sec-WebSocket-Accept"); return 0; }
         if (zmode) {
             *e = 0; /* the head only: data may follow it */
-            if (!negotiate(c)) { kill_conn(c, "bad permessage-deflate answer"); return; }
+            if (!negotiate(c)) { kill_conn(c, "bad permessage-deflate answer"); return 0; }
         }
         set_open(c);
         t = now_ns();
         if (mode == M_STORM) {
             send_msgs(c, 1, t);
             flush(c);
-            if (c->state != OPEN) return;
+            if (c->state != OPEN) return 0;
         }
         size_t extra = c->hs_len - (e + 4 - c->hs);
         if (extra) parse(c, (uint8_t *)e + 4, extra, t);
-        return;
+        return 1;
     }
-    if (c->state != OPEN) return;
-    ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
+    if (c->state != OPEN) return 0;
+    ssize_t r = io_recv(c, rbuf, sizeof rbuf);
     if (r <= 0) {
         if (r == 0 || (errno != EAGAIN && errno != EINTR))
             kill_conn(c, r ? errno == ECONNRESET ? "connection reset" : "recv" : "EOF");
-        return;
+        return 0;
     }
     t = now_ns(); /* per-recv timestamp */
     int got = parse(c, rbuf, r, t);
@@ -610,6 +674,13 @@ static void on_readable(conn_t *c, uint64_t t) {
         send_msgs(c, window - c->inflight, t);
         flush(c);
     }
+    return c->state == OPEN;
+}
+
+static void on_readable(conn_t *c, uint64_t t) {
+    /* plain TCP: one recv per wake-up (level-triggered: the rest wakes us again); TLS: records
+     * read ahead into OpenSSL's buffer do not make the socket readable, so read them all now */
+    while (readable_once(c, t) && c->ssl) {}
 }
 
 static int stdin_cmd(void); /* idle mode */
@@ -852,7 +923,7 @@ static void make_pool(void) {
 
 int main(int argc, char **argv) {
     int o, c_set = 0, w_set = 0;
-    while ((o = getopt(argc, argv, "H:p:P:m:rc:w:s:td:W:C:T:n:zS:")) != -1) switch (o) {
+    while ((o = getopt(argc, argv, "H:p:P:m:rc:w:s:td:W:C:T:n:zS:L")) != -1) switch (o) {
         case 'H': host = optarg; break;
         case 'p': port = atoi(optarg); break;
         case 'P': path = optarg; break;
@@ -872,9 +943,10 @@ int main(int argc, char **argv) {
         case 'T': conn_timeout = atof(optarg); break;
         case 'z': zmode = text = 1; break;
         case 'S': seed = strtoul(optarg, NULL, 10); break;
+        case 'L': tls_ctx = SSL_CTX_new(TLS_client_method()); break;
         default:
             fprintf(stderr, "usage: wsload -p port [-H host] [-P path] [-m echo|idle|fanout|storm] [-r] [-c conns] "
-                            "[-w in-flight] [-s size] [-t] [-d secs] [-W warmup] [-C handshakes-in-flight] [-T secs] [-z] [-S seed]\n"
+                            "[-w in-flight] [-s size] [-t] [-d secs] [-W warmup] [-C handshakes-in-flight] [-T secs] [-z] [-S seed] [-L]\n"
                             "  storm: -n connections (5000), -c at once (500), -W warm-up connections (200), "
                             "-T seconds one connection may take (120)\n");
             return 2;
@@ -893,6 +965,13 @@ int main(int argc, char **argv) {
     if (mode == M_FANOUT) { text = 1; if (msize > 380) msize = 380; }
     if (window < 1) window = 1;
     if (zmode && (raw || mode == M_FANOUT || mode == M_STORM)) { fprintf(stderr, "-z: echo or idle mode over WebSocket only\n"); return 2; }
+    if (tls_ctx) {
+        if (mode == M_FANOUT || mode == M_STORM) { fprintf(stderr, "-L: echo or idle mode only\n"); return 2; }
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_read_ahead(tls_ctx, 1);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_options(tls_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    }
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl); /* the runner raised it already; take whatever is left */
     rl.rlim_cur = rl.rlim_max;

@@ -1,7 +1,7 @@
 """picows (Cython) on the stdlib asyncio loop: echoes every frame with its type, 16 MiB frame
-limit, library defaults otherwise.  --broadcast: "broadcast:<payload>" is sent as <payload> to
+limit, TLS with --certfile/--keyfile (workload T), library defaults otherwise.  --broadcast: "broadcast:<payload>" is sent as <payload> to
 every client."""
-from cli import options
+from cli import options, server_context
 import asyncio
 
 from picows import WSListener, WSMsgType, ws_create_server
@@ -33,13 +33,13 @@ class Echo(WSListener):
             transport.disconnect()
 
 
-async def main(port):
+async def main(port, ssl=None):
     server = await ws_create_server(lambda _request: Echo(), "127.0.0.1", port,
-                                    max_frame_size=16 << 20, backlog=1024)
+                                    max_frame_size=16 << 20, backlog=1024, ssl=ssl)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
     a = options()
     BROADCAST = a.broadcast
-    asyncio.run(main(a.port))
+    asyncio.run(main(a.port, server_context(a)))

@@ -1,8 +1,8 @@
 """websockets (asyncio implementation): compression off (--compression: websockets' default
-permessage-deflate, for workload J), C speedups required, 16 MiB message limit, default keepalive
+permessage-deflate, for workload J), TLS with --certfile/--keyfile (workload T), C speedups required, 16 MiB message limit, default keepalive
 (ping every 20 s).  --broadcast: "broadcast:<payload>" is sent as
 <payload> to every client with websockets' broadcast()."""
-from cli import options
+from cli import options, server_context
 import asyncio
 
 import websockets.frames
@@ -30,12 +30,13 @@ async def echo_or_broadcast(ws):
         CLIENTS.discard(ws)
 
 
-async def main(port, handler, compression=None):
+async def main(port, handler, compression=None, ssl=None):
     async with serve(handler, "127.0.0.1", port, compression=compression, max_size=16 << 20,
-                     backlog=1024) as server:
+                     backlog=1024, ssl=ssl) as server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
     a = options()
-    asyncio.run(main(a.port, echo_or_broadcast if a.broadcast else echo, "deflate" if a.compression else None))
+    asyncio.run(main(a.port, echo_or_broadcast if a.broadcast else echo, "deflate" if a.compression else None,
+                     server_context(a)))
