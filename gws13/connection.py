@@ -71,6 +71,7 @@ from . import params as _params
 from .exceptions import ConnectionClosed, ConnectionTimeout, InvalidData, MessageTooLarge, UnexpectedError, WebSocketError
 from .frames import OP_BINARY, OP_CONT, OP_TEXT
 from .protocol import Close, Ping, Pong, Protocol
+from .tls import Transport
 
 __all__ = ["WebSocket", "PendingPing", "MessageStream"]
 
@@ -368,7 +369,12 @@ class WebSocket:
         except (OSError, AttributeError):
             pass  # not TCP (a socketpair in tests, a Unix socket)
         raw = getattr(sock, "_sock", None)
-        if raw is not None and not hasattr(sock, "_sslobj"):
+        transport = getattr(sock, "tls_transport", None)  # (also through a server's _Borrowed)
+        if transport is not None:
+            raw = transport  # TLS through memory BIOs: the plain path, see gws13.tls
+        elif hasattr(sock, "_sslobj"):
+            raw = None
+        if raw is not None:
             self._raw = raw
             self._rbuf = _read_buffer(hub)
             # the socket's own read watcher (nothing else waits on it while
@@ -378,6 +384,7 @@ class WebSocket:
                 io = self._loop.io(sock.fileno(), 1)
             self._io = io
             io.start(self._on_readable)
+            self._read_ahead()
         else:
             if sock.__class__.__module__ == "ssl" and sock.gettimeout() is None:
                 _warn_blocking_tls()
@@ -709,6 +716,18 @@ class WebSocket:
                 self._data_received(view[:n])
             if n < size or self._dropped or self._paused:
                 return
+        self._read_ahead()  # this turn's reads are over, not necessarily the input
+
+    def _read_ahead(self) -> None:
+        """Input a TLS transport holds already (records read ahead, in its
+        BIO) makes no I/O watcher fire: read it in the next turn of the loop."""
+        raw = self._raw
+        if raw.__class__ is Transport and raw.pending():
+            self._loop.run_callback(self._read_held)
+
+    def _read_held(self) -> None:
+        if not self._dropped and not self._paused and self._io is not None and self._io.active:
+            self._on_readable()
 
     def _budget(self, n: int, size: int, spent: float) -> bool:
         """Adapt the read size to what parsing costs, so that one connection's
@@ -902,6 +921,7 @@ class WebSocket:
             return
         if self._io is not None:
             self._io.start(self._on_readable)
+            self._read_ahead()
         else:
             self._resume.set()  # type: ignore[union-attr]  # set by _pause
 

@@ -28,7 +28,7 @@ from gevent import socket as gsocket
 from gevent.pywsgi import WSGIHandler
 
 from . import _metrics
-from . import params as _params
+from . import params as _params, tls
 from ._logutil import RateLimiter, configured, peer_of
 from .connection import WebSocket
 from .exceptions import (AccessDenied, HandshakeError, UnexpectedError, UnsupportedVersion,
@@ -550,12 +550,19 @@ class WebSocketServer(pywsgi.WSGIServer):
     unless given), so ``handshake_timeout`` covers it, and a peer lost before
     or during it is one DEBUG line on the ``gws13.server`` logger.  Without
     TLS it is the stock server.
+
+    TLS runs through memory BIOs (:mod:`gws13.tls`): large reads and writes
+    on the socket instead of OpenSSL's one or two syscalls per record.  A
+    ``keyfile``/``certfile`` (with ``cert_reqs``, ``ca_certs``, ``ciphers``)
+    or an ``ssl_context`` is served that way; any other TLS argument falls
+    back to gevent's TLS socket.
     """
 
     handler_class = WebSocketHandler
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._tls_context = None if self.ssl_args is None else tls.server_context(self.ssl_args)
         if self.ssl_args is not None:
             self.ssl_args.setdefault("do_handshake_on_connect", False)
         context = kwargs.get("ssl_context")
@@ -566,6 +573,12 @@ class WebSocketServer(pywsgi.WSGIServer):
             self.wrap_socket = functools.partial(_cooperative_tls, context)  # type: ignore[method-assign,misc]
 
     def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+        if self._tls_context is not None:
+            tls_socket = tls.TLSSocket(client_socket, self._tls_context)
+            try:
+                return self.handle(tls_socket, address)  # type: ignore[arg-type]  # a socket to pywsgi
+            finally:
+                tls_socket.close()
         try:
             ssl_socket = self.wrap_socket(client_socket, **self.ssl_args)  # type: ignore[misc,arg-type]
         except OSError as exc:  # e.g. reset between accept and wrap (ENOTCONN)
@@ -904,7 +917,7 @@ def _pywsgi_takeover(environ: dict[str, Any]) -> Optional[_Takeover]:
     # upgrade requests get the handler's rfile itself; others an Input around it
     rfile = stream.rfile if isinstance(stream, pywsgi.Input) else stream
     sock = getattr(getattr(rfile, "raw", None), "_sock", None)
-    if not isinstance(sock, gsocket.socket) or getattr(rfile, "closed", True):
+    if not isinstance(sock, (gsocket.socket, tls.TLSSocket)) or getattr(rfile, "closed", True):
         return None
     return _PywsgiTakeover(sock, rfile)
 
