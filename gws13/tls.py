@@ -21,14 +21,15 @@ A :class:`TLSSocket` has two faces:
   writes, one outgoing buffer) runs TLS unchanged.
 
 Writes.  Plaintext handed to the transport is encrypted (a TLS record
-cannot be taken back) and written :data:`CHUNK` bytes at a time; the first
-chunk whose ciphertext the kernel does not take whole ends the call, and
-what is left of it is kept (the backlog) and goes out before anything else.  While a backlog is left, the call reports the last
+cannot be taken back), small pieces joined so that they share records, and
+written a send per :data:`CHUNK` bytes; the first send the kernel does not
+take whole ends the call, and what is left of it is kept (the backlog) and
+goes out before anything else.  While a backlog is left, the call reports the last
 byte it was given as not sent: the connection keeps that byte in its
 buffer, so it waits for the socket to be writable, does not consider its
 buffer drained, and calls again with that byte first, which is then not
 encrypted a second time.  So a connection's unsent bytes are its buffer
-plus one backlog of at most one chunk's ciphertext.
+plus one backlog of at most one chunk and one record of ciphertext.
 
 Reads.  Records read ahead stay in the incoming BIO, where no I/O watcher
 sees them; :meth:`Transport.pending` says when there are some, and the
@@ -45,11 +46,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 from gevent import get_hub
 
-__all__ = ["TLSSocket", "Transport", "CHUNK"]
+__all__ = ["TLSSocket", "Transport", "CHUNK", "RECORD"]
 
-#: Plaintext bytes encrypted by one transport write: bounds the ciphertext
-#: kept for a peer that does not read.
+#: Plaintext bytes encrypted between two sends: bounds (with one record
+#: more) the ciphertext kept for a peer that does not read.
 CHUNK = 1 << 16
+RECORD = 1 << 14  # the most plaintext a TLS record holds
 _RECV = 1 << 18  # ciphertext bytes taken from the kernel by one recv
 
 _buffers: "dict[Any, memoryview]" = {}
@@ -63,6 +65,12 @@ def _scratch() -> memoryview:
     if view is None:
         view = _buffers[hub] = memoryview(bytearray(_RECV))
     return view
+
+
+def _write_all(write: Any, data: Any) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[write(view):]
 
 
 def _would_block() -> BlockingIOError:
@@ -144,10 +152,7 @@ class TLSSocket:
     def sendall(self, data: Any, flags: int = 0) -> None:
         if not self._handshaken:
             self.do_handshake()
-        view = memoryview(data).cast("B")
-        while view:
-            n = self._ssl.write(view)
-            view = view[n:]
+        _write_all(self._ssl.write, memoryview(data).cast("B"))
         self._push_all()
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -240,27 +245,34 @@ class Transport:
         0 at the end of the connection.  BlockingIOError when there is
         nothing to decrypt yet."""
         sslobj = self._ssl
+        incoming = self._incoming
         size = size or len(view)
         got = 0
         n: Any  # (read gives a count when given a buffer)
         while got < size:
-            try:
-                n = sslobj.read(size - got, view[got:] if got else view)
-            except ssl.SSLWantReadError:
-                if got:
+            # (asked first: an SSLWantReadError per read costs more than the question)
+            if incoming.pending or sslobj.pending():
+                try:
+                    n = sslobj.read(size - got, view[got:] if got else view)
+                except ssl.SSLWantReadError:
+                    n = None  # part of a record: the rest is still in the kernel
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     break
-                scratch = _scratch()
-                n = self._raw.recv_into(scratch)  # BlockingIOError: nothing came
-                if n:
-                    self._incoming.write(scratch[:n])
-                else:
-                    self._incoming.write_eof()
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                if n is not None:
+                    if not n:
+                        break
+                    got += n
+                    continue
+            if got:
                 break
-            if not n:
-                break
-            got += n
+            scratch = _scratch()
+            n = self._raw.recv_into(scratch)  # BlockingIOError: nothing came
+            if n:
+                incoming.write(scratch[:n])
+            else:
+                incoming.write_eof()
+                if not incoming.pending:
+                    break  # the end of the connection (all that came before it was read)
         if self._outgoing.pending:
             self._flush()  # a reply the TLS layer makes by itself (a key update)
         return got
@@ -269,10 +281,10 @@ class Transport:
         return self.sendmsg((data,))
 
     def sendmsg(self, pieces: Sequence[Any]) -> int:
-        """Encrypt the pieces :data:`CHUNK` bytes at a time and write each
-        chunk, until the kernel does not take one whole (the backlog) or all
-        are out; returns how many plaintext bytes count as sent (see the
-        module on the last byte held back).  BlockingIOError when earlier
+        """Encrypt the pieces and write them, a send per :data:`CHUNK` bytes,
+        until the kernel does not take one whole (the backlog) or all are
+        out; returns how many plaintext bytes count as sent (see the module
+        on the last byte held back).  BlockingIOError when earlier
         ciphertext is still waiting and none of it could be written."""
         backlog = self._backlog
         if backlog is not None and self._flush():
@@ -286,24 +298,41 @@ class Transport:
             self._owed = False
             taken = 1
             pieces = [memoryview(pieces[0])[1:], *pieces[1:]]
-        # one send per chunk of plaintext, for as long as the kernel takes it all
+        # Small pieces (frame headers, small messages) are joined before they
+        # are encrypted, up to a full record, so that they share records: a
+        # write makes at least one record of its own.  A send per CHUNK of
+        # plaintext, for as long as the kernel takes all of it.
         write = self._ssl.write
-        room = CHUNK
-        for piece in pieces:
+        stage = bytearray()
+        since = 0  # plaintext encrypted since the last send
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
             view = memoryview(piece).cast("B")
+            if len(stage) + len(view) <= RECORD and (stage or i < last):
+                stage += view  # (a lone small piece, the usual reply, is written as it is)
+                continue
+            if stage:
+                fill = RECORD - len(stage)
+                stage += view[:fill]
+                view = view[fill:]
+                _write_all(write, stage)
+                since += RECORD
+                taken += RECORD
+                stage = bytearray()
             while view:
-                part = view[:room]
-                done = 0
-                while done < len(part):
-                    done += write(part[done:])
-                taken += done
-                room -= done
-                view = view[done:]
-                if not room:
+                part = view[:CHUNK]
+                _write_all(write, part)
+                since += len(part)
+                taken += len(part)
+                view = view[len(part):]
+                if since >= CHUNK:
                     if self._flush():
                         self._owed = True
                         return taken - 1
-                    room = CHUNK
+                    since = 0
+        if stage:
+            _write_all(write, stage)
+            taken += len(stage)
         if self._flush():
             self._owed = True
             return taken - 1
