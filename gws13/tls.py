@@ -42,6 +42,7 @@ import errno
 import io
 import socket
 import ssl
+import weakref
 from typing import Any, Mapping, Optional, Sequence
 
 from gevent import get_hub
@@ -54,12 +55,13 @@ CHUNK = 1 << 16
 RECORD = 1 << 14  # the most plaintext a TLS record holds
 _RECV = 1 << 18  # ciphertext bytes taken from the kernel by one recv
 
-_buffers: "dict[Any, memoryview]" = {}
+_buffers: "weakref.WeakKeyDictionary[Any, memoryview]" = weakref.WeakKeyDictionary()
 
 
 def _scratch() -> memoryview:
     # One per hub: a ciphertext read is copied into the incoming BIO before
-    # anything can switch, so the connections of a hub can share it.
+    # anything can switch, so the connections of a hub can share it.  (A
+    # connection stays in the hub it was accepted in: each keeps its hub's.)
     hub = get_hub()
     view = _buffers.get(hub)
     if view is None:
@@ -91,6 +93,7 @@ class TLSSocket:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._scratch = _scratch()
         self._handshaken = False
         self._closed = False
         self._io_refs = 0  # SocketIO readers made on this socket (as socket.socket counts them)
@@ -112,7 +115,7 @@ class TLSSocket:
 
     def _fill(self) -> None:
         """Wait for ciphertext and put it in the incoming BIO (EOF too)."""
-        scratch = _scratch()
+        scratch = self._scratch
         n = self._gsock.recv_into(scratch)
         if n:
             self._incoming.write(scratch[:n])
@@ -225,7 +228,7 @@ class Transport:
     """The non-blocking face of a :class:`TLSSocket`: what the connection
     layer calls instead of a plain socket's ``recv_into``/``send``/``sendmsg``."""
 
-    __slots__ = ("_tls", "_raw", "_ssl", "_incoming", "_outgoing", "_backlog", "_owed")
+    __slots__ = ("_tls", "_raw", "_ssl", "_incoming", "_outgoing", "_scratch", "_backlog", "_owed")
 
     def __init__(self, tls: TLSSocket) -> None:
         self._tls = tls
@@ -233,6 +236,7 @@ class Transport:
         self._ssl = tls._ssl
         self._incoming = tls._incoming
         self._outgoing = tls._outgoing
+        self._scratch = tls._scratch
         self._backlog: Optional[memoryview] = None  # ciphertext the kernel has not taken yet
         self._owed = False  # the last byte of the last write was reported unsent (see the module)
 
@@ -265,7 +269,7 @@ class Transport:
                     continue
             if got:
                 break
-            scratch = _scratch()
+            scratch = self._scratch
             n = self._raw.recv_into(scratch)  # BlockingIOError: nothing came
             if n:
                 incoming.write(scratch[:n])
