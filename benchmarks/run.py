@@ -881,7 +881,8 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default="", help="comma list of server names or groups "
                     f"(gws13, peers, ceilings); default all: {', '.join(BY_NAME)}")
-    ap.add_argument("--workloads", default="", help=f"comma list from {','.join(WORKLOADS)} (default all)")
+    ap.add_argument("--workloads", default="", help=f"comma list from {','.join(WORKLOADS)} (T: TA and TB; "
+                    "default all)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: 1 repeat of 2 s, 0.25 s warm-up, "
                     "D with 1,000 conns / 1.5 s idle, E for 1 s, H with 2,000 conns, no waiting for a quiet machine")
     ap.add_argument("--repeats", type=int, help="runs per cell, median reported (env REPEATS, default 3)")
@@ -932,6 +933,7 @@ def select(a):
             sys.exit(f"unknown server {tok!r}; choose from {', '.join(list(BY_NAME) + list(GROUPS))}")
     names = [n for n in BY_NAME if n in names] or list(BY_NAME)
     wls = [w.strip().upper() for w in a.workloads.split(",") if w.strip()] or WORKLOADS
+    wls = [t for w in wls for t in (T_WL if w == "T" else [w])]  # T: both TLS workloads
     for w in wls:
         if w not in WORKLOADS:
             sys.exit(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
