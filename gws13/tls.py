@@ -24,8 +24,8 @@ Writes.  Plaintext handed to the transport is encrypted (a TLS record
 cannot be taken back), small pieces joined so that they share records, and
 written a send per :data:`CHUNK` bytes; the first send the kernel does not
 take whole ends the call, and what is left of it is kept (the backlog) and
-goes out before anything else.  While a backlog is left, the call reports the last
-byte it was given as not sent: the connection keeps that byte in its
+goes out before anything else.  While a backlog is left, the call reports
+the last byte it was given as not sent: the connection keeps that byte in its
 buffer, so it waits for the socket to be writable, does not consider its
 buffer drained, and calls again with that byte first, which is then not
 encrypted a second time.  So a connection's unsent bytes are its buffer
@@ -228,10 +228,9 @@ class Transport:
     """The non-blocking face of a :class:`TLSSocket`: what the connection
     layer calls instead of a plain socket's ``recv_into``/``send``/``sendmsg``."""
 
-    __slots__ = ("_tls", "_raw", "_ssl", "_incoming", "_outgoing", "_scratch", "_backlog", "_owed")
+    __slots__ = ("_raw", "_ssl", "_incoming", "_outgoing", "_scratch", "_backlog", "_owed")
 
     def __init__(self, tls: TLSSocket) -> None:
-        self._tls = tls
         self._raw: Any = tls._gsock._sock  # the non-blocking socket under gevent's
         self._ssl = tls._ssl
         self._incoming = tls._incoming
