@@ -277,6 +277,8 @@ class WebSocket:
         "_wthen", "_wprogress", "_wdrain", "_ctimer",
         # streams (issue 15): the message being sent as fragments, the one being received
         "_wstream", "_rstream",
+        # TLS through memory BIOs: the timer that reads what the transport holds
+        "_rtimer",
         # metrics (gws13.metrics(), ws.stats): plain counters, see gws13/_metrics.py
         "_n_bout", "_n_pings", "_n_late", "_n_paused", "_n_whigh", "_n_opened", "_n_closer",
     )
@@ -337,6 +339,7 @@ class WebSocket:
         self._ctimer: Any = None  # the closing handshake's deadline
         self._wstream: Optional[_SendStream] = None  # a fragmented message being sent
         self._rstream: Any = None  # the _StreamSink of the message being streamed in
+        self._rtimer: Any = None  # see _read_ahead
         # metrics (gws13/_metrics.py): wire bytes out, pings sent, keepalive
         # pongs late, reads paused, the write buffer's high-water mark (bytes
         # and messages in, messages out, application bytes and the read
@@ -720,10 +723,17 @@ class WebSocket:
 
     def _read_ahead(self) -> None:
         """Input a TLS transport holds already (records read ahead, in its
-        BIO) makes no I/O watcher fire: read it in the next turn of the loop."""
+        BIO) makes no I/O watcher fire: read it in the next turn of the loop.
+        A timer, not a callback: timers run after the loop has polled every
+        other socket, while callbacks that schedule callbacks run on without
+        polling (a flood of tiny frames held the loop 0.6 s that way)."""
         raw = self._raw
         if raw.__class__ is Transport and raw.pending():
-            self._loop.run_callback(self._read_held)
+            timer = self._rtimer
+            if timer is None:
+                timer = self._rtimer = self._loop.timer(0.0)
+            if not timer.active:
+                timer.start(self._read_held)
 
     def _read_held(self) -> None:
         if not self._dropped and not self._paused and self._io is not None and self._io.active:
@@ -1484,11 +1494,11 @@ class WebSocket:
             io.stop()
             if io is not getattr(self._sock, "_write_event", None):
                 io.close()
-        for timer in (self._ctimer, self._grace):
+        for timer in (self._ctimer, self._grace, self._rtimer):
             if timer is not None:
                 timer.stop()
                 timer.close()
-        self._ctimer = self._grace = self._deferred = self._wthen = None
+        self._ctimer = self._grace = self._deferred = self._wthen = self._rtimer = None
         entry = self._entry
         if entry is not None:
             entry[2] = None  # the scheduler forgets this connection

@@ -452,7 +452,7 @@ def s3_fragment_flood(srv: Server) -> None:
     peak = (after["VmHWM"] - before["VmHWM"]) / MiB
     name = "3 fragment flood (1 MiB as 1,048,576 one-byte fragments)"
     if srv.tls is not None:
-        name = "7 fragment flood over TLS (WebSocketServer, the reader greenlet)"
+        name = "7 fragment flood over TLS (WebSocketServer, memory BIOs)"
     row(name, "outcome", outcome, "echoed or 1009", outcome.startswith("echoed") or "1009" in outcome)
     row(name, "server peak RSS growth (VmHWM, fresh process)", f"{peak:+.1f} MiB", "< +8 MiB", peak < 8)
     row(name, "largest event-loop stall", f"{after['max_stall'] * 1000:.1f} ms", "< 50 ms",
