@@ -324,48 +324,26 @@ class Hub:
             targets = list(people.values())
         item = _Item(payload, binary)
         here = _current_hub()
-        local: List[_Member] = []
+        offer = self._offer
         elsewhere: Optional[Dict[Any, List[_Member]]] = None
         for member in targets:
             if member.hub is here:
-                local.append(member)
+                offer(member, item)
             else:
                 if elsewhere is None:
                     elsewhere = {}
                 elsewhere.setdefault(member.hub, []).append(member)
-        self._deliver(local, item)
         if elsewhere:
             for hub, group in elsewhere.items():
                 try:
-                    hub.loop.run_callback_threadsafe(self._deliver, group, item)
+                    hub.loop.run_callback_threadsafe(self._offer_all, group, item)
                 except Exception:  # that thread's hub is gone: so are its sockets
                     pass
         return len(targets)
 
-    def _deliver(self, members: List[_Member], item: _Item) -> None:
-        """Offer ``item`` to each of ``members`` (all of this hub).  The usual
-        case of a broadcast is done here, inline (a per-member call costs more
-        than the checks): nothing queued or buffered, no compression, the
-        frame straight to the kernel as ``send()`` does.  Anything else goes
-        through :meth:`_offer`, which makes the same checks."""
-        frame = item.frame
-        size = len(item.payload)
-        offer = self._offer
-        delivered = 0
+    def _offer_all(self, members: List[_Member], item: _Item) -> None:
         for member in members:
-            ws = member.ws
-            proto: Protocol = ws._proto  # type: ignore[assignment]  # a member is an accepted WebSocket
-            raw = ws._raw
-            if (member.queue or ws._wbuf or raw is None or proto.deflate is not None or ws._wstream is not None
-                    or ws._dropped or proto.close_sent or proto.close_received or proto.eof or member.closing):
-                offer(member, item)
-                continue
-            counts = proto.counts  # the connection's metrics (as encode_for)
-            counts.messages_out += 1
-            counts.payload_out += size
-            ws._write_now(raw, [frame])
-            delivered += 1
-        self._delivered += delivered
+            self._offer(member, item)
 
     def _offer(self, member: _Member, item: _Item) -> None:
         """Put ``item`` in ``member``'s outgoing buffer while that is below its
