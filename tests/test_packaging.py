@@ -85,7 +85,10 @@ def _copy_package(tmp_path: Path) -> Path:
 
 
 def _probe(tmp_path: Path) -> subprocess.CompletedProcess:
-    code = ("import warnings; warnings.simplefilter('always')\n"
+    # (an editable install's finder would map gws13._speedups back to the
+    # source tree's built extension: the copy is imported without it)
+    code = ("import sys, warnings; warnings.simplefilter('always')\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, '__module__', '')).startswith('__editable__')]\n"
             "import gws13; print(gws13.accelerated); print(gws13.accelerator_reason)")
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     return subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
