@@ -1,5 +1,5 @@
 # Types of the C accelerator (_speedups.c); frames.py falls back to pure Python without it.
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -18,3 +18,6 @@ class Counters:
 def scan_small(data: ReadableBuffer, pos: int, max_frame_size: int, max_message_size: int,
                out: List[Union[str, bytes]], counts: Counters, /) -> int: ...
 def frame_small(data: object, binary: Optional[bool], counts: Counters, /) -> Optional[bytes]: ...
+# (not on Windows) the hub's broadcast loop: (delivered, rest, [(member, bytes sent), ...])
+def fanout(members: List[Any], frame: bytes, payload_len: int, here: object,
+           /) -> Tuple[int, List[Any], List[Tuple[Any, int]]]: ...

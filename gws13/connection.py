@@ -984,10 +984,15 @@ class WebSocket:
             self._lost()
             return False
         self._n_bout += sent  # metrics
+        self._sent_part(pieces, sent)
+        return True
+
+    def _sent_part(self, pieces: List[Any], sent: int) -> None:
+        """A direct write took ``sent`` bytes of ``pieces`` (counted already):
+        the rest goes in the empty buffer, for the write watcher."""
         self._buffer_rest(pieces, sent)
         if self._wbuf:
             self._await_writable()
-        return True
 
     def _buffer_rest(self, pieces: List[Any], sent: int) -> None:
         """Keep what a direct write did not take, in the empty buffer."""

@@ -22,6 +22,18 @@ from conftest import read_response_head
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.fixture(autouse=True, params=["C", "Python"])
+def delivery(request, monkeypatch):
+    """Every test runs twice: with the broadcast loop of the C extension and
+    with the pure-Python one (installs without the extension, Windows)."""
+    if request.param == "C":
+        if gws13.hub._fanout is None:
+            pytest.skip("no C broadcast loop here (built without the extension, or Windows)")
+    else:
+        monkeypatch.setattr(gws13.hub, "_fanout", None)
+    return request.param
+
+
 def wait_for(predicate, timeout=5.0, interval=0.01):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -478,6 +490,59 @@ def test_stats_and_metrics_text(serve):
     assert 'gws13_hub_policy_closes_total{policy="close"} 0\n' in text
     a.close()
     b.close()
+
+
+def test_every_delivery_is_counted_on_its_connection(serve, delivery, monkeypatch):
+    offered = []
+    plain_offer = gws13.Hub._offer
+    monkeypatch.setattr(gws13.Hub, "_offer", lambda self, member, item: (offered.append(member),
+                                                                         plain_offer(self, member, item)))
+    hub = gws13.Hub()
+    server = serve(room_app(hub))
+    people = [client(server) for _ in range(20)]
+    sizes = [0, 1, 125, 126, 5000, 70000]
+    for size in sizes:
+        cmd(people[0], op="publish", room="r", data="é" * (size // 2) + "x" * (size % 2))
+    for ws in people:
+        assert [len(ws.recv().encode()) for _ in sizes] == sizes
+    frames = sum(size + 2 + (2 if 126 <= size < 65536 else 8 if size >= 65536 else 0) for size in sizes)
+    members = hub.members("r")
+    # the server counts a delivery just after the bytes left: they can arrive first
+    assert wait_for(lambda: hub.stats()["delivered"] == 20 * len(sizes))
+    for ws in members:
+        stats = ws.stats
+        assert stats["messages_sent"] == 1 + len(sizes)  # "joined" first
+        assert stats["payload_bytes_sent"] == len("joined") + sum(sizes)
+        assert stats["bytes_sent"] == 2 + len("joined") + frames
+    # the C loop writes to every plain connection itself; the Python one offers each
+    assert len(offered) == (0 if delivery == "C" else 20 * len(sizes))
+    for ws in people:
+        ws.close()
+
+
+def test_a_frame_the_socket_takes_in_part_is_finished_by_the_writer(serve, monkeypatch):
+    parts = []
+    plain = gws13.WebSocket._sent_part
+    monkeypatch.setattr(gws13.WebSocket, "_sent_part", lambda self, pieces, sent: (parts.append(sent),
+                                                                                    plain(self, pieces, sent)))
+    hub = gws13.Hub()
+    server = serve(room_app(hub, send_buffer=4096))
+    slow = SlowClient(server.port)
+    publisher = client(server, "other")
+    big = "".join(chr(33 + i % 90) for i in range(300_000))  # far more than the kernel takes at once
+    cmd(publisher, op="publish", room="r", data=big)
+    cmd(publisher, op="publish", room="r", data="after")
+    slow.sock.settimeout(10)
+    events = slow.events
+    while len([e for e in events if isinstance(e, Message)]) < 3:  # "joined", the big one, "after"
+        data = slow.sock.recv(1 << 16)
+        assert data, "the server closed the connection"
+        events += slow.proto.receive_data(data)
+    messages = [e.data for e in events if isinstance(e, Message)]
+    assert messages == ["joined", big, "after"]
+    assert parts and 0 <= parts[0] < len(big)  # the first write took part of the frame
+    slow.close()
+    publisher.close()
 
 
 # -- the examples -------------------------------------------------------------------
