@@ -378,6 +378,7 @@ frame_small(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 #include <sys/socket.h>
 
 static PyObject *socket_type;  /* _socket.socket (gevent's raw sockets subclass it) */
+static PyObject *deque_type;  /* collections.deque: its len() runs no Python code */
 static PyObject *s_ws, *s_hub, *s_queue, *s_closing, *s_wbuf, *s_wsize, *s_wlimit, *s_wstream,
     *s_dropped, *s_proto, *s_close_sent, *s_close_received, *s_eof, *s_deflate, *s_counts, *s_raw,
     *s_n_bout, *s_fileno;
@@ -404,6 +405,8 @@ learn(Slots *slots, PyObject *obj, PyObject **names, int n)
 {
     PyTypeObject *type = Py_TYPE(obj);
     slots->type = NULL;
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || type->tp_dict == NULL)
+        return 0;  /* a class statement's type, whose own slots these are */
     for (int i = 0; i < n; i++) {
         PyObject *d = PyDict_GetItemWithError(type->tp_dict, names[i]);  /* borrowed */
         if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
@@ -448,13 +451,8 @@ member_fd(const Layout *layout, PyObject *member, PyObject *here, PyObject **ws_
     PyObject *queue = SLOT(member, layout->member, M_QUEUE);
     if (SLOT(member, layout->member, M_CLOSING) != Py_False
         || SLOT(member, layout->member, M_HUB) != here  /* another thread's: its own hub writes */
-        || queue == NULL || (Py_TYPE(queue)->tp_flags & Py_TPFLAGS_HEAPTYPE))  /* a deque: no Python runs */
-        return -1;
-    Py_ssize_t queued = PyObject_Size(queue);
-    if (queued != 0) {  /* messages wait before this one */
-        PyErr_Clear();
-        return -1;
-    }
+        || queue == NULL || !Py_IS_TYPE(queue, (PyTypeObject *)deque_type) || PyObject_Size(queue) != 0)
+        return -1;  /* messages wait before this one */
     PyObject *ws = SLOT(member, layout->member, M_WS);
     if (ws == NULL || !Py_IS_TYPE(ws, layout->ws.type))
         return -1;
@@ -568,14 +566,17 @@ fanout(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             delivered++;
             continue;
         }
-        PyObject *pair = Py_BuildValue("(On)", t->member, (Py_ssize_t)t->sent);
-        if (pair == NULL || PyList_Append(partial, pair) < 0) {
+        /* flat, member then bytes sent: no tuple, whose allocation could start
+         * a garbage collection, and a finalizer write to a connection whose
+         * frame went out in part and is not buffered yet */
+        PyObject *sent = PyLong_FromSsize_t(t->sent);
+        if (sent == NULL || PyList_Append(partial, t->member) < 0 || PyList_Append(partial, sent) < 0) {
             /* out of memory: the rest of the frame cannot be kept, and a
              * connection never carries part of one, so it ends here */
             PyErr_Clear();
             shutdown(t->fd, SHUT_RDWR);
         }
-        Py_XDECREF(pair);
+        Py_XDECREF(sent);
     }
     result = Py_BuildValue("(nOO)", delivered, rest, partial);
 done:
@@ -594,6 +595,13 @@ fanout_init(void)
     socket_type = PyObject_GetAttrString(mod, "socket");
     Py_DECREF(mod);
     if (socket_type == NULL || !PyType_Check(socket_type))
+        return -1;
+    mod = PyImport_ImportModule("collections");
+    if (mod == NULL)
+        return -1;
+    deque_type = PyObject_GetAttrString(mod, "deque");
+    Py_DECREF(mod);
+    if (deque_type == NULL || !PyType_Check(deque_type))
         return -1;
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
     INTERN(s_ws, "ws");
@@ -635,8 +643,8 @@ static PyMethodDef methods[] = {
 #ifndef _WIN32
     {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
      "fanout(members, frame, payload_len, here) -> (delivered, rest, partial): write frame to each\n"
-     "hub member whose connection takes it now (gws13.hub); rest are left to Python, partial are\n"
-     "(member, bytes sent) pairs whose remainder the connection must buffer."},
+     "hub member whose connection takes it now (gws13.hub); rest are left to Python, partial is\n"
+     "[member, bytes sent, ...] for the members whose connection must buffer the remainder."},
 #endif
     {NULL, NULL, 0, NULL},
 };

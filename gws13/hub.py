@@ -13,7 +13,9 @@ published message to every member::
 
 Slow clients never hold up a publisher.  A published frame goes into the
 connection's outgoing buffer (see :mod:`gws13.connection`), whose writer sends
-it at once when the socket takes it, the usual case; while that buffer holds
+it at once when the socket takes it, the usual case (with the C extension, one
+loop in C writes it to every plain connection whose buffer is empty, and only
+the others go through :meth:`Hub._offer`); while that buffer holds
 ``write_limit`` bytes or more, messages wait in the connection's bounded queue
 here instead, moved into the buffer when it drains (no greenlet involved
 either way).  When the queue is full the hub's policy applies:
@@ -59,7 +61,7 @@ try:
 except ImportError:  # pragma: no cover - older gevent
     from gevent.hub import _get_hub as _current_hub  # type: ignore[attr-defined,no-redef]
 
-_fanout: Optional[Callable[[List[Any], bytes, int, object], Tuple[int, List[Any], List[Tuple[Any, int]]]]]
+_fanout: Optional[Callable[[List[Any], bytes, int, object], Tuple[int, List[Any], List[Any]]]]
 try:  # the broadcast loop in C: absent without the extension, and on Windows
     from ._speedups import fanout as _fanout
 except ImportError:
@@ -356,9 +358,9 @@ class Hub:
         if _fanout is None:
             return members
         delivered, rest, partial = _fanout(members, item.frame, len(item.payload), here)
-        for member, sent in partial:
-            member.ws._sent_part([item.frame], sent)
-        self._delivered += delivered + len(partial)
+        for i in range(0, len(partial), 2):  # [member, bytes sent, ...]
+            partial[i].ws._sent_part([item.frame], partial[i + 1])
+        self._delivered += delivered + len(partial) // 2
         return rest
 
     def _offer_all(self, members: List[_Member], item: _Item) -> None:
